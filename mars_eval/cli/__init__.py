@@ -1,0 +1,1 @@
+"""The `mars-eval` command line: one module per command, registered in `main.py`."""

@@ -1,0 +1,69 @@
+"""Options and output helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mars_eval.errors import MarsEvalError
+
+console = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")]
+
+
+def progress() -> Progress:
+    """The progress bar every long command uses (on stderr, so `--json` stdout stays clean)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def emit(results: dict, as_json: bool, title: str = "results") -> None:
+    """Print results either as JSON on stdout or as a small rich table on stderr+stdout."""
+    if as_json:
+        print(json.dumps(results, ensure_ascii=False, sort_keys=True))
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("key")
+    table.add_column("value")
+    for k, v in results.items():
+        table.add_row(str(k), f"{v:.4f}" if isinstance(v, float) else str(v))
+    Console().print(table)
+
+
+def require_dir(path: Path, what: str = "directory") -> Path:
+    if not path.exists():
+        raise MarsEvalError(f"{what} not found: {path}")
+    if not path.is_dir():
+        raise MarsEvalError(f"{what} is not a directory: {path}")
+    return path
+
+
+def writable_dir(path: Path) -> Path:
+    """Create `path` if needed and check that we can write in it, before any long work starts."""
+    import os
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MarsEvalError(f"cannot create output directory {path}: {e.strerror or e}") from None
+    if not path.is_dir():
+        raise MarsEvalError(f"output path is not a directory: {path}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MarsEvalError(f"output directory is not writable: {path}")
+    return path

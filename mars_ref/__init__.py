@@ -1,0 +1,1 @@
+"""Reference MARS: the procedural world, tokenizers, the SemVIE model and its samplers (pure torch + transformers)."""
