@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from mars_ref.errors import MarsRefError
@@ -38,16 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         rv = app(args=argv, standalone_mode=False, prog_name="mars-eval")
     except MarsRefError as e:
         _fail(str(e))
-    except click.exceptions.NoArgsIsHelpError as e:
-        click.echo(e.ctx.get_help() if e.ctx else str(e))
-        return 0
-    except click.UsageError as e:
-        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
-        _fail(e.format_message() + hint)
-    except click.ClickException as e:
-        _fail(e.format_message())
-    except click.exceptions.Abort:
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
         _fail("aborted")
+    except typer.TyperException as e:  # Typer's click layer: usage errors, bad parameters, no-args help
+        if type(e).__name__ == "NoArgsIsHelpError":  # `no_args_is_help`: Typer has already shown the help
+            return 0
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _fail(e.format_message() + hint)
     except KeyboardInterrupt:
         _fail("interrupted")
     return rv if isinstance(rv, int) else 0
