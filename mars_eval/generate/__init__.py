@@ -1,0 +1,1 @@
+"""Generation: prompt set + generator -> image folder + manifest (resumable, sharded, deterministic)."""

@@ -1,0 +1,174 @@
+"""Build a report (Markdown + self-contained HTML) from run folders' results files.
+
+A run folder holds `results.jsonl`. Rows have `kind`:
+- "metric": {table, label, metric, value, seed?, scale?, protocol?} -> tables (mean ± 95 % CI across seeds) + bar charts;
+- "diagnostics": {label, path} -> a per-step JSONL training log (the paper's Fig. 5: gradient norms and loss);
+- "samples": {label, images_dir, limit?} -> an image grid from a generated folder's manifest (+ per-image scores).
+Paths in rows are relative to the run folder. All user text (prompts, labels) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mars_eval.errors import MarsEvalError
+from mars_eval.io import atomic_write_bytes, atomic_write_text, read_jsonl
+from mars_eval.report import charts
+from mars_eval.report.stats import Estimate, mean_ci
+
+RESULTS = "results.jsonl"
+
+
+@dataclass
+class Table:
+    title: str
+    labels: list[str]
+    metrics: list[str]
+    cells: dict[tuple[str, str], Estimate]
+    scale: float = 1.0
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        head = "| | " + " | ".join(self.metrics) + " |\n|---|" + "---|" * len(self.metrics) + "\n"
+        body = "".join(
+            f"| {lab} | " + " | ".join(self.cells.get((lab, m), Estimate(float('nan'), float('nan'), 0)).fmt(self.scale)
+                                      for m in self.metrics) + " |\n" for lab in self.labels)
+        return f"### {self.title}\n\n{head}{body}" + "".join(f"\n{n}" for n in self.notes) + "\n"
+
+    def html(self) -> str:
+        e = html.escape
+        head = "<tr><th></th>" + "".join(f"<th>{e(m)}</th>" for m in self.metrics) + "</tr>"
+        rows = "".join(
+            "<tr><th>" + e(lab) + "</th>" + "".join(
+                f"<td>{e(self.cells.get((lab, m), Estimate(float('nan'), float('nan'), 0)).fmt(self.scale))}</td>"
+                for m in self.metrics) + "</tr>" for lab in self.labels)
+        notes = "".join(f"<p class='note'>{e(n)}</p>" for n in self.notes)
+        return f"<h3>{e(self.title)}</h3><table>{head}{rows}</table>{notes}"
+
+
+def load_rows(runs: list[Path]) -> list[dict]:
+    rows = []
+    for run in runs:
+        path = run / RESULTS if run.is_dir() else run
+        if not path.is_file():
+            raise MarsEvalError(f"no results file: {path}")
+        for r in read_jsonl(path):
+            rows.append({**r, "_run": str(path.parent)})
+    if not rows:
+        raise MarsEvalError("no results rows in " + ", ".join(map(str, runs)))
+    return rows
+
+
+def tables(rows: list[dict]) -> list[Table]:
+    by_table: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("kind", "metric") == "metric":
+            by_table[r.get("table", r.get("benchmark", "results"))].append(r)
+    out = []
+    for title, rs in by_table.items():
+        labels = list(dict.fromkeys(r.get("label", r["_run"]) for r in rs))
+        metrics = list(dict.fromkeys(r["metric"] for r in rs))
+        vals: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for r in rs:
+            vals[(r.get("label", r["_run"]), r["metric"])].append(r["value"])
+        cells = {k: mean_ci(v) for k, v in vals.items()}
+        seeds = sorted({r.get("seed") for r in rs if r.get("seed") is not None})
+        notes = sorted({f"{r['metric']}: {r['protocol']}" for r in rs if r.get("protocol")})
+        if len(seeds) > 1:
+            notes.insert(0, f"mean ± 95 % CI (Student t) over {len(seeds)} seeds")
+        out.append(Table(title, labels, metrics, cells, float(rs[0].get("scale", 1.0)), notes))
+    return out
+
+
+def _diagnostic_charts(rows: list[dict]) -> list[tuple[str, bytes]]:
+    logs = [(r["label"], Path(r["_run"]) / r["path"]) for r in rows if r.get("kind") == "diagnostics"]
+    if not logs:
+        return []
+    out = []
+    for key, title, logy in (("grad_norm_text", "gradient norm, text-path parameters", True),
+                             ("grad_norm_vision", "gradient norm, vision-path parameters", True),
+                             ("loss", "training loss", False),
+                             ("max_logit_image", "max logit at image positions", False)):
+        series = {}
+        for label, path in logs:
+            if not path.is_file():
+                continue
+            pts = [(r["step"], r[key]) for r in read_jsonl(path) if r.get(key) is not None]
+            if pts:
+                series[label] = ([p[0] for p in pts], [p[1] for p in pts])
+        if series:
+            out.append((title, charts.lines(title, series, "step", key, logy=logy)))
+    return out
+
+
+def _grids(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    grids = []
+    for r in rows:
+        if r.get("kind") != "samples":
+            continue
+        d = Path(r["_run"]) / r["images_dir"]
+        manifest = d / "manifest.jsonl"
+        if not manifest.is_file():
+            continue
+        scores = {}
+        if (d / "scores.jsonl").is_file():
+            scores = {s["file"]: s.get("score") for s in read_jsonl(d / "scores.jsonl")}
+        items = []
+        for m in read_jsonl(manifest)[: int(r.get("limit", 24))]:
+            items.append({"path": d / m["file"], "prompt": m["prompt"], "score": scores.get(m["file"])})
+        grids.append((r["label"], items))
+    return grids
+
+
+def _b64(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def build_report(runs: list[Path], out: Path, title: str = "mars-eval report") -> dict:
+    rows = load_rows(runs)
+    tabs = tables(rows)
+    figs = [(t.title, charts.bar_with_ci(t.title, t.labels, [t.cells[(lab, t.metrics[0])].mean * t.scale
+                                                             if (lab, t.metrics[0]) in t.cells else 0
+                                                             for lab in t.labels],
+                                         [t.cells[(lab, t.metrics[0])].half_width * t.scale
+                                          if (lab, t.metrics[0]) in t.cells else 0 for lab in t.labels],
+                                         t.metrics[0])) for t in tabs]
+    figs += _diagnostic_charts(rows)
+    grids = _grids(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}\n"] + [t.markdown() for t in tabs]
+    for i, (name, png) in enumerate(figs):
+        atomic_write_bytes(out / f"chart_{i:02d}.png", png)
+        md.append(f"![{name}](chart_{i:02d}.png)\n")
+    for label, items in grids:
+        md.append(f"### Samples: {label}\n\n" + "".join(
+            f"- `{it['path'].name}` {it['prompt']!r}" + (f" score {it['score']:.3f}" if it["score"] is not None else "")
+            + "\n" for it in items))
+    atomic_write_text(out / "report.md", "\n".join(md))
+    atomic_write_text(out / "report.html", _html(title, tabs, figs, grids))
+    return {"markdown": str(out / "report.md"), "html": str(out / "report.html"), "tables": len(tabs),
+            "charts": len(figs), "grids": len(grids)}
+
+
+def _html(title: str, tabs: list[Table], figs: list[tuple[str, bytes]], grids) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
+             "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th{background:#eee}"
+             ".grid{display:flex;flex-wrap:wrap;gap:8px}.cell{width:140px;font-size:11px}"
+             ".cell img{width:128px;image-rendering:pixelated}.note{font-size:12px;color:#555}"
+             "</style></head><body>", f"<h1>{e(title)}</h1>"]
+    parts += [t.html() for t in tabs]
+    parts += [f"<figure><img alt='{e(n)}' src='{_b64(p)}'><figcaption>{e(n)}</figcaption></figure>" for n, p in figs]
+    for label, items in grids:
+        cells = "".join(
+            f"<div class='cell'><img alt='' src='{_b64(it['path'].read_bytes())}'><br>{e(it['prompt'])}"
+            + (f"<br><b>{it['score']:.3f}</b>" if it["score"] is not None else "") + "</div>" for it in items
+            if it["path"].is_file())
+        parts.append(f"<h3>Samples: {e(label)}</h3><div class='grid'>{cells}</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,45 @@
+"""Matplotlib charts rendered to PNG bytes (the HTML page embeds them, the Markdown links them)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def bar_with_ci(title: str, labels: list[str], means: list[float], half_widths: list[float], ylabel: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(labels) + 2), 3.2))
+    errs = [0 if h != h else h for h in half_widths]  # nan -> no bar
+    ax.bar(range(len(labels)), means, yerr=errs, capsize=4, color="#4c72b0")
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    return _png(fig)
+
+
+def lines(title: str, series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str,
+          logy: bool = False, flags: dict[str, list[int]] | None = None) -> bytes:
+    """One line per series name: (xs, ys). `flags` marks points (by index) in red, e.g. regressions."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, label=name, linewidth=1.2, marker="o" if len(xs) < 30 else None, markersize=3)
+        for i in (flags or {}).get(name, []):
+            ax.plot([xs[i]], [ys[i]], "o", color="red", markersize=8, fillstyle="none")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    return _png(fig)
