@@ -1,0 +1,82 @@
+"""Reports: CI arithmetic against pinned values, tables from rows, user text escaped in the HTML."""
+
+import json
+import math
+
+from PIL import Image
+
+from mars_eval.io import atomic_write_jsonl
+from mars_eval.report.build import build_report, load_rows, tables
+from mars_eval.report.stats import mean_ci
+
+
+def test_mean_ci_pinned():
+    est = mean_ci([1.0, 2.0, 3.0])
+    assert est.mean == 2.0 and est.n == 3
+    # t_{0.975, 2} = 4.302652729911275 (statistical tables); sd = 1
+    assert math.isclose(est.half_width, 4.302652729911275 / math.sqrt(3), rel_tol=1e-9)
+    one = mean_ci([5.0])
+    assert one.mean == 5.0 and math.isnan(one.half_width) and one.fmt() == "5.00"
+    assert mean_ci([]).fmt() == "-"
+
+
+def _run(tmp_path):
+    run = tmp_path / "run"
+    (run / "imgs").mkdir(parents=True)
+    evil = "<script>alert('x')</script> a red ball"
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(run / "imgs" / "00000_000.png")
+    atomic_write_jsonl(run / "imgs" / "manifest.jsonl", [{"file": "00000_000.png", "prompt": evil}])
+    atomic_write_jsonl(run / "imgs" / "scores.jsonl", [{"file": "00000_000.png", "score": 0.75}])
+    atomic_write_jsonl(run / "diag.jsonl", [{"step": s, "loss": 3.0 / (s + 1), "grad_norm_text": 1.0,
+                                             "grad_norm_vision": 2.0} for s in range(5)])
+    rows = [{"kind": "metric", "table": "Table 3", "label": "w/ VE", "metric": "fid", "value": v, "seed": s}
+            for s, v in enumerate([10.0, 12.0, 14.0])]
+    rows += [{"kind": "metric", "table": "Table 3", "label": "<b>w/o VE</b>", "metric": "fid", "value": 20.0, "seed": 0}]
+    rows += [{"kind": "diagnostics", "label": "w/ VE", "path": "diag.jsonl"},
+             {"kind": "samples", "label": "grid", "images_dir": "imgs"}]
+    atomic_write_jsonl(run / "results.jsonl", rows)
+    return run, evil
+
+
+def test_tables_aggregate_over_seeds(tmp_path):
+    run, _ = _run(tmp_path)
+    (t,) = tables(load_rows([run]))
+    assert t.labels == ["w/ VE", "<b>w/o VE</b>"] and t.metrics == ["fid"]
+    assert t.cells[("w/ VE", "fid")].mean == 12.0 and t.cells[("w/ VE", "fid")].n == 3
+    assert "12.00 ± " in t.markdown()
+
+
+def test_html_escapes_user_text(tmp_path):
+    run, evil = _run(tmp_path)
+    info = build_report([run], tmp_path / "out")
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<b>w/o VE</b>" not in page
+    assert info["charts"] >= 2 and info["grids"] == 1
+    assert json.dumps(info)
+
+
+def test_history_flags_regressions(tmp_path):
+    from mars_eval.report.history import history_report, regressions
+    from mars_eval.results import append_rows
+
+    assert regressions([10.0, 9.0, 9.2, 12.0], "fid", 0.05) == [3]  # 12 > 9 * 1.05; 9.2 within 5 %
+    assert regressions([0.5, 0.6, 0.4], "clip", 0.05) == [2]
+    h = tmp_path / "history.jsonl"
+    for i, v in enumerate([10.0, 9.0, 12.0]):
+        append_rows(h, [{"commit": f"c{i}", "time": f"2026-01-0{i + 1}", "metric": "world_fid", "value": v}])
+    info = history_report(h, tmp_path / "hist")
+    assert info["regressions"] == {"world_fid": ["c2"]}
+    assert (tmp_path / "hist" / "history_00.png").stat().st_size > 1000
+
+
+def test_report_cli_errors_are_one_line(tmp_path, capsys):
+    import pytest
+
+    from mars_eval.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert e.value.code == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
