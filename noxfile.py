@@ -15,7 +15,7 @@ PYTEST = [sys.executable, "-m", "pytest"]
 @nox.session
 def tests(session):
     """The fast suite (< 15 minutes on 2 cores): everything not marked slow."""
-    session.run(*PYTEST, "-q", "-m", "not slow", "--timeout=600", *session.posargs,
+    session.run(*PYTEST, "-q", "-m", "not slow and not browser", "--timeout=600", *session.posargs,
                 env={"OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"})
 
 
@@ -24,6 +24,16 @@ def slow(session):
     """The slow tests: long training runs, crash trials, big metric checks."""
     session.run(*PYTEST, "-q", "-m", "slow", "--timeout=3600", *session.posargs,
                 env={"OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"})
+
+
+@nox.session
+def browser(session):
+    """Render the HTML report in headless Chromium and check the screenshot (needs `apt-get install chromium`)."""
+    import shutil
+
+    if not shutil.which("chromium"):
+        session.error("Debian's chromium is needed: apt-get install chromium")
+    session.run(*PYTEST, "-q", "-m", "browser", *session.posargs)
 
 
 @nox.session

@@ -159,7 +159,7 @@ def _html(title: str, tabs: list[Table], figs: list[tuple[str, bytes]], grids) -
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
              "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}th{background:#eee}"
-             ".grid{display:flex;flex-wrap:wrap;gap:8px}.cell{width:140px;font-size:11px}"
+             ".grid{display:flex;flex-wrap:wrap;gap:8px}.cell{width:140px;font-size:11px;overflow-wrap:anywhere}"
              ".cell img{width:128px;image-rendering:pixelated}.note{font-size:12px;color:#555}"
              "</style></head><body>", f"<h1>{e(title)}</h1>"]
     parts += [t.html() for t in tabs]
