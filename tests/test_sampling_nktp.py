@@ -1,0 +1,126 @@
+"""Stage III: NKTP schedules, iterative masked decoding (counts per pass, no mask left), batch invariance, and the
+masked-token / next-token losses against independent computations."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mars_ref.config import MarsConfig
+from mars_ref.errors import MarsRefError
+from mars_ref.losses import ntp_loss, ntp_targets
+from mars_ref.model import MarsModel
+from mars_ref.nktp import nktp_generate, nktp_loss, nktp_schedule, stage3_suffix
+from mars_ref.sampling import image_seed
+
+torch.set_num_threads(1)
+
+
+def tiny(seed=0) -> MarsModel:
+    torch.manual_seed(seed)
+    m = MarsModel(MarsConfig.from_preset("tiny")).eval()
+    with torch.no_grad():
+        m.embed_visual.weight.normal_(0, 0.5)
+        m.vision_head.weight.normal_(0, 0.5)
+    return m
+
+
+@pytest.mark.parametrize("n, steps, kind", [(16, 4, "cosine"), (64, 8, "cosine"), (10, 10, "linear"),
+                                            (7, 3, "square"), (100, 1, "cosine")])
+def test_schedule_sums_and_fills_every_pass(n, steps, kind):
+    c = nktp_schedule(n, steps=steps, schedule=kind)
+    assert len(c) == steps and sum(c) == n and min(c) >= 1
+
+
+def test_cosine_schedule_values_and_constant_k():
+    # remaining after pass t = floor(16 cos(pi/2 (t+1)/4)) = 14, 11, 6, 0 -> fills 2, 3, 5, 6
+    assert nktp_schedule(16, steps=4) == [2, 3, 5, 6]
+    assert [16 - sum(nktp_schedule(16, steps=4)[:t + 1]) for t in range(4)] == [
+        math.floor(16 * math.cos(math.pi / 2 * (t + 1) / 4)) for t in range(4)]
+    assert nktp_schedule(10, k=4) == [4, 4, 2] and nktp_schedule(9, k=1) == [1] * 9
+    with pytest.raises(MarsRefError, match="steps must be in"):
+        nktp_schedule(4, steps=5)
+    with pytest.raises(MarsRefError, match="unknown NKTP schedule"):
+        nktp_schedule(4, steps=2, schedule="zigzag")
+
+
+@pytest.mark.parametrize("sched", [{"k": 3}, {"steps": 4, "schedule": "cosine"}, {"k": 1}])
+def test_nktp_fills_scheduled_count_per_pass_and_ends_unmasked(sched):
+    m = tiny()
+    cfg = m.config
+    seen = []  # number of <mask> tokens in each suffix forward pass
+    hook = m.register_forward_pre_hook(
+        lambda mod, args, kw: seen.append(int((args[0] == cfg.mask_id).sum(1)[0])), with_kwargs=True)
+    lowres = torch.randint(0, cfg.codebook_size, (2, 4), generator=torch.Generator().manual_seed(0))
+    res = nktp_generate(m, [[5, 6, 7], [8]], lowres, (3, 4), seeds=[1, 2], **sched)
+    hook.remove()
+    expected = nktp_schedule(12, **sched)
+    assert res.counts == expected and res.forward_passes == 1 + len(expected)
+    assert seen[0] == 0  # caption prefill
+    assert seen[1:] == [12 - sum(expected[:t]) for t in range(len(expected))]
+    assert res.tokens.shape == (2, 12) and res.tokens.min() >= 0 and res.tokens.max() < cfg.codebook_size
+
+
+def test_nktp_batch_invariant_with_cfg():
+    m = tiny()
+    cfg = m.config
+    prompts = [[3, 4, 5], [6], [7, 8], [9, 10, 11, 12]]
+    lowres = torch.randint(0, cfg.codebook_size, (4, 4), generator=torch.Generator().manual_seed(1))
+    seeds = [image_seed(1, i) for i in range(4)]
+    kw = dict(steps=3, cfg_scale=2.0, top_k=16, choice_temperature=1.0)
+    full = nktp_generate(m, prompts, lowres, (2, 3), seeds=seeds, **kw).tokens
+    ones = torch.cat([nktp_generate(m, prompts[i:i + 1], lowres[i:i + 1], (2, 3), seeds=seeds[i:i + 1], **kw).tokens
+                      for i in range(4)])
+    assert torch.equal(full, ones)
+
+
+def test_nktp_greedy_single_pass_is_argmax_of_all_masked_forward():
+    """With K = all tokens, one pass fills the grid with the argmax of a full-sequence suffix-attention forward."""
+    m = tiny()
+    cfg = m.config
+    lowres = torch.randint(0, cfg.codebook_size, (1, 4), generator=torch.Generator().manual_seed(2))
+    res = nktp_generate(m, [[5, 6, 7]], lowres, (2, 2), seeds=None, k=4)
+    ids = torch.cat([torch.tensor([[5, 6, 7]]), stage3_suffix(cfg, lowres, None, 4)], 1)
+    with torch.no_grad():
+        logits = m(ids, suffix_start=3).logits[0, -4:, cfg.codebook_offset:cfg.codebook_offset + cfg.codebook_size]
+    assert res.tokens[0].tolist() == logits.argmax(-1).tolist()
+
+
+def test_ntp_loss_matches_manual_per_modality():
+    cfg = MarsConfig.from_preset("tiny")
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, cfg.vocab_size, generator=g, requires_grad=True)
+    ids = torch.tensor([[1, 2, cfg.boi_id, cfg.codebook_offset + 1, cfg.codebook_offset + 2, cfg.eoi_id],
+                        [cfg.pad_id, 3, 4, 5, 6, 7]])
+    targets, mask = ntp_targets(ids, cfg.pad_id)
+    assert mask.tolist() == [[True] * 5 + [False], [True] * 5 + [False]]
+    s = ntp_loss(logits, targets, mask, cfg.text_vocab_size)
+    ce = {(b, t): float(F.cross_entropy(logits[b, t][None].detach(), targets[b, t][None])) for b in range(2) for t in range(5)}
+    image = [(0, 1), (0, 2), (0, 3), (0, 4)]  # targets <boi>, two codes, <eoi>
+    text = [k for k in ce if k not in image]
+    assert (s.n_text, s.n_image) == (len(text), 4)
+    assert math.isclose(float(s.loss_image.detach()), sum(ce[k] for k in image) / 4, rel_tol=1e-5)
+    assert math.isclose(float(s.loss_text.detach()), sum(ce[k] for k in text) / len(text), rel_tol=1e-5)
+    assert math.isclose(float(s.loss.detach()), sum(ce.values()) / 10, rel_tol=1e-5)
+    assert math.isclose(s.max_logit_image, float(torch.stack([logits[k] for k in image]).max().detach()), rel_tol=1e-6)
+    assert math.isclose(s.logit_norm_text, float(torch.stack([logits[k].norm() for k in text]).mean().detach()), rel_tol=1e-5)
+    s.loss_image.backward()
+    assert logits.grad[1].abs().sum() == 0 and logits.grad[0, 1].abs().sum() > 0
+
+
+def test_nktp_loss_counts_masked_only_and_trains_image_path():
+    m = tiny()
+    m.train()
+    cfg = m.config
+    g = torch.Generator().manual_seed(3)
+    prefix = torch.tensor([[cfg.pad_id, 5, 6], [7, 8, 9]])
+    lowres = torch.randint(0, cfg.codebook_size, (2, 4), generator=g)
+    hires = torch.randint(0, cfg.codebook_size, (2, 16), generator=g)
+    ratios = torch.tensor([0.25, 1.0])
+    stats = nktp_loss(m, prefix, lowres, hires, generator=g, mask_ratio=lambda n, gen: ratios)
+    assert (stats.n_text, stats.n_image) == (0, 4 + 16)
+    stats.loss.backward()
+    assert torch.isfinite(stats.loss)
+    assert m.layers[0].mlp_vision.up_proj.weight.grad.abs().sum() > 0
+    assert m.layers[0].mlp_text.up_proj.weight.grad is None
