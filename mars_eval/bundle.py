@@ -1,0 +1,126 @@
+"""A generation bundle: everything `generate`, `coco` and `compbench` need from one `--ckpt` directory.
+
+    CKPT/bundle.json      what the checkpoint is: stage, variant, token grids, pixel sizes, sampler defaults
+    CKPT/mars/            the SemVIE model (model.safetensors + config.json; mars_ref.checkpoint)
+    CKPT/vq/              the VQ tokenizer (config.json + model.safetensors; mars_ref.vq_formats)
+    CKPT/tokenizer/       a Hugging Face tokenizer directory (ours, or any local Qwen/Qwen2 one)
+    CKPT/hires/           optional Stage III model (super-resolution with NKTP), same format as mars/
+
+Everything loads without pickles (safetensors + JSON) and strictly; `digest` names the checkpoint in manifests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from mars_eval.errors import MarsEvalError
+from mars_eval.io import atomic_write_json
+
+BUNDLE = "bundle.json"
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    stage: str = "I"  # "I" | "II" | "III"
+    variant: str = "expert"  # "expert" | "no-expert"
+    image_px: tuple[int, int] = (32, 32)  # (height, width) of the base-resolution images
+    hires_px: tuple[int, int] | None = None  # Stage III output size, when CKPT/hires exists
+    cfg_scale: float = 3.0
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    nktp_steps: int = 8
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, path: Path) -> BundleInfo:
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise MarsEvalError(f"not a checkpoint bundle (no {BUNDLE}): {path.parent}") from None
+        except (OSError, json.JSONDecodeError) as e:
+            raise MarsEvalError(f"{path}: unreadable ({e})") from None
+        known = set(cls.__dataclass_fields__)
+        if not isinstance(d, dict) or set(d) - known:
+            raise MarsEvalError(f"{path}: unknown fields {sorted(set(d) - known) if isinstance(d, dict) else d!r}")
+        for k in ("image_px", "hires_px"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+class Bundle:
+    def __init__(self, path: Path, info: BundleInfo, model, vq, tokenizer, hires=None):
+        self.path, self.info, self.model, self.vq, self.tokenizer, self.hires = path, info, model, vq, tokenizer, hires
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        f = self.vq.cfg.downsample_factor
+        return self.info.image_px[0] // f, self.info.image_px[1] // f
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> Bundle:
+        from mars_ref.checkpoint import load_model
+        from mars_ref.text_tokenizer import load_text_tokenizer
+        from mars_ref.vq_formats import load_vq
+
+        path = Path(path)
+        if not path.is_dir():
+            raise MarsEvalError(f"checkpoint directory not found: {path}")
+        info = BundleInfo.from_json(path / BUNDLE)
+        model = load_model(path / "mars").to(device).eval()
+        vq = load_vq(path / "vq", device=device).eval()
+        tok = load_text_tokenizer(path / "tokenizer")
+        if len(tok) > model.config.text_vocab_size:
+            raise MarsEvalError(f"{path}: tokenizer has {len(tok)} tokens, model text vocabulary "
+                                f"{model.config.text_vocab_size}")
+        if vq.cfg.codebook_size != model.config.codebook_size:
+            raise MarsEvalError(f"{path}: VQ codebook {vq.cfg.codebook_size} != model codebook "
+                                f"{model.config.codebook_size}")
+        hires = load_model(path / "hires").to(device).eval() if (path / "hires").is_dir() else None
+        return cls(path, info, model, vq, tok, hires)
+
+    @staticmethod
+    def write(path: Path, info: BundleInfo, model, vq, tokenizer_dir: Path, hires=None) -> Path:
+        """Write a bundle directory; bundle.json goes last, so a directory without it is incomplete."""
+        import shutil
+
+        from mars_ref.vq_formats import save_vq
+
+        path.mkdir(parents=True, exist_ok=True)
+        model.save(path / "mars")
+        save_vq(vq, path / "vq")
+        if (path / "tokenizer").exists():
+            shutil.rmtree(path / "tokenizer")
+        shutil.copytree(tokenizer_dir, path / "tokenizer")
+        if hires is not None:
+            hires.save(path / "hires")
+        d = asdict(info)
+        atomic_write_json(path / BUNDLE, d)
+        return path
+
+    @property
+    def digest(self) -> str:
+        """sha256 over the weight and tokenizer files: names the checkpoint in every manifest row."""
+        h = hashlib.sha256()
+        for p in sorted(self.path.rglob("*")):
+            if p.is_file() and p.suffix in (".safetensors", ".json"):
+                h.update(p.relative_to(self.path).as_posix().encode() + b"\0" + p.read_bytes())
+        return h.hexdigest()[:16]
+
+    def encode_prompt(self, text: str, max_tokens: int = 256) -> list[int]:
+        """Caption ids as the model was trained on them (no special tokens); long prompts keep their head."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+
+    @torch.inference_mode()
+    def decode_codes(self, codes: torch.Tensor, hw: tuple[int, int]) -> list[Image.Image]:
+        """Codebook indices (B, h*w) -> RGB images via the VQ decoder."""
+        x = self.vq.decode_codes(codes.view(codes.shape[0], *hw).to(next(self.vq.parameters()).device))
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+        return [Image.fromarray(a) for a in x]
