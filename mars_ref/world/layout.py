@@ -1,0 +1,226 @@
+"""Turn a caption-level spec (groups + relations) into drawn objects whose boxes make every relation true.
+
+Rejection sampling: each object's centre is drawn uniformly where it fits, and kept when it satisfies every
+relation to the objects already placed and overlaps unrelated objects no more than the category allows.
+When an object finds no place, the whole layout restarts with all sizes shrunk a little. Mild overlap
+between unrelated objects is allowed on purpose (occlusion makes the images harder and more realistic);
+counting scenes keep their objects apart so a count is unambiguous.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mars_ref.errors import MarsRefError
+from mars_ref.world import lexicon as L
+from mars_ref.world.scene import (
+    MIN_OCCLUSION,
+    SIZE_RATIO,
+    Box,
+    Group,
+    Obj,
+    Relation,
+    box_area,
+    box_overlap,
+    spatial_holds,
+)
+
+MARGIN = 0.02  # objects stay this far inside the canvas
+MAX_OCCLUDED = 0.6  # "in front of" may hide at most this share of the object behind
+TRIES_PER_OBJECT = 120
+RESTARTS = 40
+
+
+class LayoutError(MarsRefError):
+    """No placement satisfies the spec on this canvas (e.g. three big objects in a row)."""
+
+
+def _r4(x: float) -> float:
+    return round(float(x), 4)
+
+
+def _jitter_rgb(color: str, rng: np.random.Generator) -> tuple[int, int, int]:
+    base = np.array(L.COLOR_RGB[color], dtype=np.float64)
+    return tuple(int(v) for v in np.clip(base + rng.normal(0, 7, 3), 0, 255).round())
+
+
+def _attributes(groups, relations, rng):
+    """Per member: (color, texture, shape, flip, rgb). Unstated attributes are random but consistent with the
+    relations (a same-colour pair shares its colour)."""
+    same = {(r.subj, r.obj) for r in relations if r.rel == "same_color_as"}
+    shared = {}
+    for a, b in same:
+        c = groups[a].color or groups[b].color or L.COLORS[rng.integers(len(L.COLORS))]
+        shared[a] = shared[b] = c
+    out = []
+    for gi, g in enumerate(groups):
+        members = []
+        for _ in range(g.count):
+            color = g.color or shared.get(gi) or L.COLORS[rng.integers(len(L.COLORS))]
+            texture = g.texture or (
+                "plain" if rng.random() < 0.55 else L.TEXTURES[rng.integers(1, len(L.TEXTURES))]
+            )
+            shape = (g.shape or L.SHAPES[rng.integers(len(L.SHAPES))]) if g.kind in L.SHAPEABLE else None
+            members.append((color, texture, shape, bool(rng.random() < 0.5), _jitter_rgb(color, rng)))
+        out.append(members)
+    return out
+
+
+def _sizes(groups, relations, category, rng, shrink: float) -> list[list[float]]:
+    """Object extents per group; relations on size fix a clear ratio, size words pick their range."""
+    n_total = sum(g.count for g in groups)
+    if category == "numeracy" or n_total > 3:
+        lo, hi = (0.17, 0.26) if n_total > 3 else (0.2, 0.34)
+    else:
+        lo, hi = 0.24, 0.46
+    sizes = []
+    for g in groups:
+        rng_lo, rng_hi = L.SIZE_RANGES[g.size] if g.size else (lo, hi)
+        sizes.append([float(rng.uniform(rng_lo, rng_hi)) for _ in range(g.count)])
+    for r in relations:
+        if r.rel in ("bigger_than", "smaller_than"):
+            big, small = (r.subj, r.obj) if r.rel == "bigger_than" else (r.obj, r.subj)
+            base = float(rng.uniform(0.19, 0.27))
+            sizes[small] = [base * float(rng.uniform(0.93, 1.0)) for _ in sizes[small]]
+            sizes[big] = [base * float(rng.uniform(1.65, 2.1)) for _ in sizes[big]]
+    return [[_r4(s * (1.0 if g.size else shrink)) for s in ss] for g, ss in zip(groups, sizes, strict=True)]
+
+
+def _order(groups, relations) -> list[int]:
+    """Place the object of a spatial relation first so its subject can be sampled around it."""
+    order = list(range(len(groups)))
+    for r in relations:
+        if r.obj in order and order.index(r.obj) > order.index(r.subj):
+            order.remove(r.obj)
+            order.insert(order.index(r.subj), r.obj)
+    return order
+
+
+def _centre_range(w, h, canvas, rel_for_first: str | None):
+    cw, ch = canvas
+    x0, x1 = w / 2 + MARGIN, cw - w / 2 - MARGIN
+    y0, y1 = h / 2 + MARGIN, ch - h / 2 - MARGIN
+    # the relation's object goes to the side that leaves room for its subject
+    if rel_for_first == "left_of":
+        x0 = max(x0, min(x1, cw * 0.45))
+    elif rel_for_first == "right_of":
+        x1 = min(x1, max(x0, cw * 0.55))
+    elif rel_for_first == "above":
+        y0 = max(y0, min(y1, ch * 0.45))
+    elif rel_for_first == "below":
+        y1 = min(y1, max(y0, ch * 0.55))
+    return x0, x1, y0, y1
+
+
+def _wh(kind: str, s: float) -> tuple[float, float]:
+    a = L.KIND_ASPECT[kind]
+    return (s, s / a) if a >= 1 else (s * a, s)
+
+
+def layout(
+    groups: tuple[Group, ...],
+    relations: tuple[Relation, ...],
+    category: str,
+    canvas: tuple[float, float],
+    rng: np.random.Generator,
+) -> tuple[Obj, ...]:
+    """Objects in drawing order for the spec; raises LayoutError when none is found (an impossible spec)."""
+    attrs = _attributes(groups, relations, rng)
+    occlusion_pairs = {frozenset((r.subj, r.obj)) for r in relations if r.rel in ("in_front_of", "behind")}
+    max_overlap = 0.0 if category in ("numeracy", "spatial") or sum(g.count for g in groups) > 3 else 0.12
+    cw, ch = canvas
+    shrink = 1.0
+    for _ in range(RESTARTS):
+        sizes = _sizes(groups, relations, category, rng, shrink)
+        placed: list[tuple[int, Box, float]] = []  # (group, box, size)
+        centres: list[tuple[float, float]] = []
+        for gi in _order(groups, relations):
+            kind = groups[gi].kind
+            first_rel = next((r.rel for r in relations if r.obj == gi), None)
+            near = next((r for r in relations if r.subj == gi and r.rel in ("in_front_of", "behind")), None)
+            for m in range(groups[gi].count):
+                s = sizes[gi][m]
+                w, h = _wh(kind, s)
+                x0, x1, y0, y1 = _centre_range(w, h, canvas, first_rel)
+                if x0 > x1 or y0 > y1:
+                    break
+                if near is not None:  # sample around the already placed partner: the overlap is the point
+                    k = next(i for i, p in enumerate(placed) if p[0] == near.obj)
+                    (px, py), ps = centres[k], placed[k][2]
+                    ang = rng.uniform(0, 2 * np.pi, TRIES_PER_OBJECT)
+                    dist = rng.uniform(0.3, 0.55, TRIES_PER_OBJECT) * (s + ps) / 2
+                    xs = np.clip(px + dist * np.cos(ang), w / 2 + MARGIN, cw - w / 2 - MARGIN)
+                    ys = np.clip(py + dist * np.sin(ang), h / 2 + MARGIN, ch - h / 2 - MARGIN)
+                else:
+                    xs, ys = rng.uniform(x0, x1, TRIES_PER_OBJECT), rng.uniform(y0, y1, TRIES_PER_OBJECT)
+                for cx, cy in zip(xs.round(4).tolist(), ys.round(4).tolist(), strict=True):
+                    box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+                    if _fits(box, s, gi, placed, relations, occlusion_pairs, max_overlap):
+                        placed.append((gi, box, s))
+                        centres.append((cx, cy))
+                        break
+                else:
+                    break  # no place for this object
+            else:
+                continue
+            break  # an object found no place: restart
+        else:
+            seen, objs = [0] * len(groups), []
+            for (gi, _box, s), (cx, cy) in zip(placed, centres, strict=True):
+                color, texture, shape, flip, rgb = attrs[gi][seen[gi]]
+                seen[gi] += 1
+                objs.append(Obj(groups[gi].kind, gi, color, texture, shape, cx, cy, s, rgb, flip))
+            return _z_order(objs, relations, rng)
+        shrink *= 0.93
+    raise LayoutError(f"no layout found for {groups} with {relations}")
+
+
+def _fits(box: Box, s: float, gi: int, placed, relations, occlusion_pairs, max_overlap: float) -> bool:
+    area_c = box_area(box)
+    for gj, other, s_o in placed:
+        area = box_overlap(box, other)
+        small = min(area_c, box_area(other))
+        if gj != gi and frozenset((gi, gj)) in occlusion_pairs:
+            if area < (MIN_OCCLUSION + 0.05) * small or area > MAX_OCCLUDED * small:
+                return False
+        else:
+            if area > max_overlap * small + 1e-12:
+                return False
+            if max_overlap == 0.0 and _gap(box, other) < 0.02:
+                return False
+        if gj == gi:
+            continue
+        for r in relations:
+            if r.subj == gi and r.obj == gj:
+                a, b, sa, sb = box, other, s, s_o
+            elif r.subj == gj and r.obj == gi:
+                a, b, sa, sb = other, box, s_o, s
+            else:
+                continue
+            if r.rel in L.SPATIAL_RELATIONS and not spatial_holds(a, b, r.rel):
+                return False
+            if r.rel == "bigger_than" and not sa >= SIZE_RATIO * sb:
+                return False
+            if r.rel == "smaller_than" and not sb >= SIZE_RATIO * sa:
+                return False
+            # in_front_of / behind depend on the drawing order (fixed afterwards); same_color_as on colours
+    return True
+
+
+def _gap(a: Box, b: Box) -> float:
+    return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
+
+
+def _z_order(objs: list[Obj], relations, rng) -> tuple[Obj, ...]:
+    """Random drawing order, then the members of each occlusion pair swapped into the stated order."""
+    perm = [int(i) for i in rng.permutation(len(objs))]
+    order = [objs[i] for i in perm]
+    for r in relations:
+        if r.rel not in ("in_front_of", "behind"):
+            continue
+        front, back = (r.subj, r.obj) if r.rel == "in_front_of" else (r.obj, r.subj)
+        slots = sorted(i for i, o in enumerate(order) if o.group in (front, back))
+        members = [o for o in order if o.group == back] + [o for o in order if o.group == front]
+        for slot, o in zip(slots, members, strict=True):
+            order[slot] = o
+    return tuple(order)
