@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from mars_ref.config import MarsConfig
 from mars_ref.errors import MarsRefError
-from mars_ref.model import MarsModel
+from mars_ref.model import MarsModel, is_visual_param
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
@@ -52,10 +52,6 @@ def check_tensors(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[in
             raise MarsRefError(f"{source}: tensor {k!r} has shape {tuple(t.shape)}, model expects {tuple(expected[k])}")
 
 
-def _is_visual_key(k: str) -> bool:
-    return k.startswith(("embed_visual.", "vision_head.")) or ".attn_vision." in k or ".mlp_vision." in k
-
-
 def _hf_key(ours: str) -> str:
     """Our text-path name -> the Hugging Face Qwen2ForCausalLM name."""
     if ours.startswith("lm_head."):
@@ -81,7 +77,7 @@ def load_qwen2(directory: str | Path, codebook_size: int, visual_expert: bool = 
         if "model.embed_tokens.weight" in hf and not torch.equal(head, hf["model.embed_tokens.weight"]):
             raise MarsRefError(f"{directory}: tie_word_embeddings is true but lm_head.weight differs from embed_tokens")
     model = empty_model(cfg, dtype)
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items() if not _is_visual_key(k)}
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items() if not is_visual_param(k)}
     to_ours = {_hf_key(k): k for k in own}
     check_tensors(hf, {_hf_key(k): s for k, s in own.items()}, str(directory))
     model.load_state_dict({to_ours[k]: v for k, v in hf.items()}, strict=False)

@@ -187,6 +187,11 @@ class SemVIEBlock(nn.Module):
         return x, (k, v)
 
 
+def is_visual_param(name: str) -> bool:
+    """Vision-path parameters: the experts, the visual embeddings and the vision head (the rest is the text path)."""
+    return name.startswith(("embed_visual.", "vision_head.")) or ".attn_vision." in name or ".mlp_vision." in name
+
+
 class MarsModel(nn.Module):
     """The MARS SemVIE model over the joint vocabulary. No I/O here: see mars_ref/checkpoint.py."""
 
@@ -228,9 +233,7 @@ class MarsModel(nn.Module):
     def is_trainable_name(self, name: str) -> bool:
         """Paper: text weights (incl. shared norms and text head) frozen; experts, visual embeddings and the vision
         head train. The no-expert ablation trains everything."""
-        if not self.config.visual_expert:
-            return True
-        return ".attn_vision." in name or ".mlp_vision." in name or name.startswith(("embed_visual.", "vision_head."))
+        return is_visual_param(name) or not self.config.visual_expert
 
     def set_trainable(self):
         for name, p in self.named_parameters():

@@ -131,19 +131,28 @@ def mask_ratio_cosine(n: int, generator: torch.Generator | None = None) -> Tenso
     return torch.cos(math.pi / 2 * torch.rand(n, generator=generator))
 
 
+def random_mask(B: int, N: int, generator: torch.Generator | None = None,
+                mask_ratio: Callable[[int, torch.Generator | None], Tensor] = mask_ratio_cosine) -> Tensor:
+    """(B, N) bool: a random fraction (from `mask_ratio`, at least one slot) of each row is masked."""
+    n_mask = (mask_ratio(B, generator) * N).ceil().long().clamp(1, N)  # (B,)
+    rank = torch.rand(B, N, generator=generator).argsort(-1).argsort(-1)  # (B, N) random rank of each slot
+    return rank < n_mask[:, None]
+
+
 def nktp_loss(model: MarsModel, prefix_ids: Tensor, lowres: Tensor, hires: Tensor, *,
               generator: torch.Generator | None = None,
-              mask_ratio: Callable[[int, torch.Generator | None], Tensor] = mask_ratio_cosine) -> LossStats:
+              mask_ratio: Callable[[int, torch.Generator | None], Tensor] = mask_ratio_cosine,
+              masked: Tensor | None = None) -> LossStats:
     """Stage III training loss: mask a random fraction (>= 1 token) of each high-res grid, predict the masked tokens.
 
     prefix_ids (B, P) left-padded caption ids; lowres (B, N0) and hires (B, N1) codebook indices (CPU generator).
+    masked (B, N1) bool: a mask chosen by the caller (e.g. per example, see `random_mask`) instead of the generator.
     """
     cfg = model.config
     B, N = hires.shape
-    ratios = mask_ratio(B, generator)  # (B,)
-    n_mask = (ratios * N).ceil().long().clamp(1, N)  # (B,)
-    rank = torch.rand(B, N, generator=generator).argsort(-1).argsort(-1)  # (B, N) random rank of each slot
-    masked = (rank < n_mask[:, None]).to(hires.device)  # (B, N)
+    if masked is None:
+        masked = random_mask(B, N, generator, mask_ratio)
+    masked = masked.to(hires.device)
     suffix = stage3_suffix(cfg, lowres, hires, N)
     suffix[:, -N:] = torch.where(masked, cfg.mask_id, suffix[:, -N:])
     ids = torch.cat([prefix_ids.to(suffix.device), suffix], dim=1)
