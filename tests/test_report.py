@@ -27,8 +27,8 @@ def _run(tmp_path):
     Image.new("RGB", (8, 8), (255, 0, 0)).save(run / "imgs" / "00000_000.png")
     atomic_write_jsonl(run / "imgs" / "manifest.jsonl", [{"file": "00000_000.png", "prompt": evil}])
     atomic_write_jsonl(run / "imgs" / "scores.jsonl", [{"file": "00000_000.png", "score": 0.75}])
-    atomic_write_jsonl(run / "diag.jsonl", [{"step": s, "loss": 3.0 / (s + 1), "grad_norm_text": 1.0,
-                                             "grad_norm_vision": 2.0} for s in range(5)])
+    atomic_write_jsonl(run / "diag.jsonl", [{"step": s, "loss": 3.0 / (s + 1), "grad_norm/text": 1.0,
+                                             "grad_norm/vision": 2.0} for s in range(5)])
     rows = [{"kind": "metric", "table": "Table 3", "label": "w/ VE", "metric": "fid", "value": v, "seed": s}
             for s, v in enumerate([10.0, 12.0, 14.0])]
     rows += [{"kind": "metric", "table": "Table 3", "label": "<b>w/o VE</b>", "metric": "fid", "value": 20.0, "seed": 0}]

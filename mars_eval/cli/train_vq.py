@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -11,75 +10,11 @@ import typer
 
 from mars_eval.cli.common import JsonOpt, emit, progress, require_dir, writable_dir
 from mars_eval.cli.train import train_app
-from mars_eval.errors import MarsEvalError
-
-HELD_OUT_SPLITS = ("val", "test")
 
 
 class ReconLoss(Enum):
     l1 = "l1"
     l2 = "l2"
-
-
-def load_world_images(world: Path, held_out: int, max_images: int | None = None):
-    """Read a world's `manifest.jsonl` (one image path per row) into uint8 tensors (N, 3, H, W).
-
-    Rows name their image under "image" (or "path" / "file"), relative to the world directory. Held-out images
-    are the rows whose "split" is val/test when the manifest has splits, else the last `held_out` rows (at most
-    a tenth of the images).
-    Only the most common image size is kept (a VQ batch needs one size); the others are counted as skipped.
-    Returns (train, held, held_names, skipped).
-    """
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from mars_eval.io import read_jsonl
-
-    manifest = world / "manifest.jsonl"
-    if not manifest.is_file():
-        raise MarsEvalError(f"no manifest.jsonl in {world} (build one with `mars-eval world build`)")
-    rows = read_jsonl(manifest)
-    if max_images is not None:
-        rows = rows[:max_images]
-    entries = []
-    for i, row in enumerate(rows, 1):
-        rel = next((row[k] for k in ("image", "path", "file") if isinstance(row.get(k), str)), None)
-        if rel is None:
-            raise MarsEvalError(f"{manifest}:{i}: row has no image path (keys 'image', 'path' or 'file')")
-        entries.append((world / rel, row.get("split")))
-    if not entries:
-        raise MarsEvalError(f"{manifest} lists no images")
-    has_splits = any(s is not None for _, s in entries)
-    if has_splits:
-        held_mask = [s in HELD_OUT_SPLITS for _, s in entries]
-    else:
-        held_out = min(held_out, max(1, len(entries) // 10))
-        if not 0 < held_out < len(entries):
-            raise MarsEvalError(f"--held-out {held_out} must be between 1 and {len(entries) - 1} "
-                                f"({len(entries)} images in {manifest})")
-        held_mask = [i >= len(entries) - held_out for i in range(len(entries))]
-    images = []
-    for path, _ in entries:
-        try:
-            with Image.open(path) as im:
-                images.append(np.asarray(im.convert("RGB")))
-        except OSError as e:
-            raise MarsEvalError(f"cannot read image {path}: {e}") from None
-    size = Counter(a.shape for a in images).most_common(1)[0][0]
-    keep = [i for i, a in enumerate(images) if a.shape == size]
-
-    def stack(idx):
-        if not idx:
-            return torch.empty(0, 3, size[0], size[1], dtype=torch.uint8)
-        return torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2).contiguous()
-
-    train_idx = [i for i in keep if not held_mask[i]]
-    held_idx = [i for i in keep if held_mask[i]]
-    if not train_idx or not held_idx:
-        raise MarsEvalError(f"{manifest}: need both training and held-out images of size {size[1]}x{size[0]}, "
-                            f"got {len(train_idx)} and {len(held_idx)}")
-    return stack(train_idx), stack(held_idx), [entries[i][0].name for i in held_idx], len(images) - len(keep)
 
 
 @train_app.command("vq")
@@ -120,6 +55,8 @@ def train_vq_cmd(
         cfg = dataclasses.replace(cfg, codebook_size=codebook_size)
     tcfg = VQTrainConfig(steps=steps, batch_size=batch_size, lr=lr, recon_loss=ReconLoss(recon_loss).value, disc_weight=disc_weight,
                          seed=seed, ckpt_every=ckpt_every, log_every=log_every)
+    from mars_eval.recipe.data import load_world_images
+
     train, held, held_names, skipped = load_world_images(world, held_out, max_images)
     cfg.token_grid(train.shape[2], train.shape[3])  # fail before training if the size does not fit f
 

@@ -89,10 +89,10 @@ def _diagnostic_charts(rows: list[dict]) -> list[tuple[str, bytes]]:
     if not logs:
         return []
     out = []
-    for key, title, logy in (("grad_norm_text", "gradient norm, text-path parameters", True),
-                             ("grad_norm_vision", "gradient norm, vision-path parameters", True),
+    for key, title, logy in (("grad_norm/text", "gradient norm, text-path parameters", True),
+                             ("grad_norm/vision", "gradient norm, vision-path parameters", True),
                              ("loss", "training loss", False),
-                             ("max_logit_image", "max logit at image positions", False)):
+                             ("max_logit/image", "max logit at image positions", False)):
         series = {}
         for label, path in logs:
             if not path.is_file():

@@ -1,0 +1,164 @@
+"""The recipe's artifacts on the embedded world, each built once and cached by everything that determines it.
+
+    world -> tokenizer -> Stage 0 LLM ----------\
+          -> VQ tokenizer ---------------------- Stage I (expert | no-expert, seed) -> Stage II -> Stage III
+A cached artifact is a folder `CACHE/<kind>-<hash>/` whose `DONE.json` is written last; a folder without it is
+unfinished work (training stages resume from their last checkpoint, other artifacts are rebuilt).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from mars_eval.errors import MarsEvalError
+from mars_eval.io import atomic_write_json
+from mars_eval.results import config_hash
+from mars_eval.train.config import TrainConfig
+
+DONE = "DONE.json"
+TABLES = ("world", "tokenizer", "model", "vq", "stage0", "stageI", "stageII", "stageIII")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    tables: dict
+
+    @classmethod
+    def load(cls, spec: str) -> Preset:
+        """A shipped preset name (mars_eval/recipe/presets/NAME.toml) or a path to a TOML file."""
+        path = Path(spec)
+        if not path.suffix:
+            res = resources.files("mars_eval.recipe").joinpath(f"presets/{spec}.toml")
+            if not res.is_file():
+                known = sorted(p.name.removesuffix(".toml") for p in resources.files("mars_eval.recipe")
+                               .joinpath("presets").iterdir() if p.name.endswith(".toml"))
+                raise MarsEvalError(f"unknown preset {spec!r}; known: {', '.join(known)}")
+            text, source = res.read_text(encoding="utf-8"), f"preset {spec}"
+        else:
+            try:
+                text, source = path.read_text(encoding="utf-8"), str(path)
+            except OSError as e:
+                raise MarsEvalError(f"cannot read preset {path}: {e.strerror or e}") from None
+        try:
+            tables = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise MarsEvalError(f"{source}: invalid TOML ({e})") from None
+        unknown = sorted(set(tables) - set(TABLES))
+        missing = sorted(set(TABLES) - set(tables))
+        if unknown or missing:
+            raise MarsEvalError(f"{source}: unknown tables {unknown}, missing tables {missing}")
+        preset = cls(path.stem if path.suffix else spec, tables)
+        for st in ("stage0", "stageI", "stageII", "stageIII"):
+            preset.train_config(st)  # validate now, not an hour into a run
+        return preset
+
+    def train_config(self, table: str, **overrides) -> TrainConfig:
+        return TrainConfig.from_dict({**self.tables[table], **overrides}, source=f"preset {self.name} [{table}]")
+
+
+class Artifacts:
+    """Builds (or finds in the cache) each artifact of a preset."""
+
+    def __init__(self, preset: Preset, cache: Path, progress: bool = True, nproc: int = 1):
+        self.preset, self.cache, self.progress, self.nproc = preset, cache, progress, nproc
+        self._tok = self._vq = None
+
+    # -- cache mechanics --------------------------------------------------------------------------------------
+    def _dir(self, kind: str, key: dict) -> Path:
+        return self.cache / f"{kind}-{config_hash(key)}"
+
+    @staticmethod
+    def done(d: Path) -> dict | None:
+        f = d / DONE
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+
+    @staticmethod
+    def _finish(d: Path, info: dict) -> dict:
+        atomic_write_json(d / DONE, info)
+        return info
+
+    # -- artifacts ----------------------------------------------------------------------------------------------
+    def world(self) -> Path:
+        from mars_ref.world import build_world
+
+        t = self.preset.tables["world"]
+        d = self._dir("world", t)
+        if not self.done(d):
+            shutil.rmtree(d, ignore_errors=True)
+            info = build_world(d / "world", n=int(t["n"]), seed=int(t["seed"]))
+            self._finish(d, {"seconds": info["seconds"], "images": info["images"]})
+        return d / "world"
+
+    def tokenizer_dir(self) -> Path:
+        from mars_ref.text_tokenizer import train_bpe
+
+        world = self.world()
+        t = self.preset.tables["tokenizer"]
+        d = self._dir("tokenizer", {**t, "world": str(world)})
+        if not self.done(d):
+            shutil.rmtree(d, ignore_errors=True)
+            lines = (world / "text" / "train.txt").read_text(encoding="utf-8").splitlines()
+            train_bpe(lines, int(t["vocab_size"]), d / "tokenizer")
+            self._finish(d, {"vocab_size": int(t["vocab_size"])})
+        return d / "tokenizer"
+
+    def tokenizer(self):
+        from mars_ref.text_tokenizer import load_text_tokenizer
+
+        if self._tok is None:
+            self._tok = load_text_tokenizer(self.tokenizer_dir())
+        return self._tok
+
+    def vq_dir(self) -> Path:
+        from mars_eval.recipe.data import load_world_images
+        from mars_ref.vq import vq_preset
+        from mars_ref.vq_train import VQTrainConfig, evaluate_vq, train_vq
+
+        world = self.world()
+        t = dict(self.preset.tables["vq"])
+        d = self._dir("vq", {**t, "world": str(world)})
+        if not self.done(d):
+            train, held, _, _ = load_world_images(world / "stage1", held_out=200)
+            cfg = VQTrainConfig(**{k: v for k, v in t.items() if k != "preset"})
+            model = train_vq(train, vq_preset(t["preset"]), cfg, d / "vq", resume=(d / "vq").is_dir())
+            self._finish(d, {"eval_held_out": evaluate_vq(model, held)})
+        return d / "vq"
+
+    def vq(self):
+        from mars_ref.vq_formats import load_vq
+
+        if self._vq is None:
+            self._vq = load_vq(self.vq_dir()).eval()
+        return self._vq
+
+    def model_config(self):
+        from mars_ref.config import MarsConfig
+
+        return MarsConfig(name=f"world-{self.preset.name}", text_vocab_size=len(self.tokenizer()),
+                          codebook_size=self.vq().cfg.codebook_size, **self.preset.tables["model"])
+
+    def stage(self, stage: str, init: Path | None, visual_expert: bool = True, seed: int = 0) -> Path:
+        """Train a stage (resuming an unfinished run) and return its exported model directory."""
+        from mars_eval.recipe.stages import run_stage
+
+        table = {"0": "stage0", "I": "stageI", "II": "stageII", "III": "stageIII"}[stage]
+        cfg = self.preset.train_config(table, seed=seed)
+        key = {"stage": stage, "train": cfg.to_dict(), "model": self.preset.tables["model"], "init": str(init),
+               "expert": visual_expert, "world": str(self.world()), "tok": str(self.tokenizer_dir()),
+               "vq": str(self.vq_dir()) if stage != "0" else None}
+        d = self._dir(f"stage{stage}", key)
+        if not self.done(d):
+            resume = (d / "ckpt").is_dir() and any((d / "ckpt").iterdir())
+            results, _ = run_stage(stage, cfg, d, nproc=self.nproc, resume=resume, progress=self.progress,
+                                   world=self.world(), model_cfg=self.model_config(), tokenizer=self.tokenizer(),
+                                   tokenizer_dir=self.tokenizer_dir(), vq=self.vq() if stage != "0" else None,
+                                   vq_dir=self.vq_dir() if stage != "0" else None, cache_dir=self.cache,
+                                   init_dir=init, visual_expert=visual_expert)
+            self._finish(d, {"stage": stage, "expert": visual_expert, "seed": seed, "results": results})
+        return d / "model"

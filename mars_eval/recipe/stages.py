@@ -1,0 +1,129 @@
+"""Run one training stage of the recipe on a world: build its job, train with the engine, export the model.
+
+Stage 0  the small Qwen2 text LLM (transformers), saved with save_pretrained: it is the "pre-trained LLM" that the
+         later stages freeze, exactly as a real Qwen2 checkpoint directory would be.
+Stage I  MarsModel.from_qwen2(stage-0 LLM) with or without the visual expert; T2I + captioning.
+Stage II continues from Stage I's model on the variable-aspect-ratio corpus (T2I only).
+Stage III continues from Stage II's model on super-resolution triplets (suffix attention, NKTP objective).
+
+Model builders are module-level dataclasses so the engine can pickle them into spawned processes; they are
+deterministic, so "build, then load the trained weights of the last checkpoint" reconstructs the trained model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mars_eval.errors import MarsEvalError
+from mars_eval.recipe import objectives
+from mars_eval.recipe.data import load_corpus
+from mars_eval.train.checkpoint import find_latest, read_tensors
+from mars_eval.train.config import TrainConfig
+from mars_eval.train.launch import run_training
+from mars_ref.config import MarsConfig
+from mars_ref.model import MarsModel
+
+STAGES = ("0", "I", "II", "III")
+CORPUS = {"I": "stage1", "II": "stage2", "III": "stage3"}
+
+
+@dataclass(frozen=True)
+class TextLLM:
+    """Stage 0 model: a randomly initialised transformers Qwen2ForCausalLM with the preset's dimensions."""
+
+    config: dict  # MarsConfig fields
+
+    def __call__(self) -> nn.Module:
+        from transformers import Qwen2ForCausalLM
+
+        hf = MarsConfig.from_dict(self.config).to_hf_qwen2()
+        hf._attn_implementation = "sdpa"
+        return Qwen2ForCausalLM(hf)
+
+
+@dataclass(frozen=True)
+class FromQwen2:
+    """Stage I model: SemVIE over a local Qwen2 directory (text weights frozen unless visual_expert is False)."""
+
+    llm_dir: str
+    codebook_size: int
+    visual_expert: bool
+
+    def __call__(self) -> nn.Module:
+        return MarsModel.from_qwen2(self.llm_dir, self.codebook_size, visual_expert=self.visual_expert)
+
+
+@dataclass(frozen=True)
+class FromMars:
+    """Stage II / III model: continue from the previous stage's exported model."""
+
+    mars_dir: str
+
+    def __call__(self) -> nn.Module:
+        m = MarsModel.load(self.mars_dir)
+        m.set_trainable()
+        return m
+
+
+def trained_model(build, run_dir: Path) -> nn.Module:
+    """Rebuild the model and load the trained (trainable) weights of the run's last checkpoint."""
+    ckpt = find_latest(run_dir / "ckpt")
+    if ckpt is None:
+        raise MarsEvalError(f"no checkpoint in {run_dir / 'ckpt'}: the stage has not finished")
+    model = build()
+    weights = read_tensors(ckpt / "model.safetensors")
+    missing = [k for k, p in model.named_parameters() if p.requires_grad and k not in weights]
+    if missing:
+        raise MarsEvalError(f"{ckpt}: checkpoint lacks trained tensors {missing[:3]}")
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for k, t in weights.items():
+            if k not in params or params[k].shape != t.shape:
+                raise MarsEvalError(f"{ckpt}: tensor {k!r} does not fit the model")
+            params[k].copy_(t)
+    return model.eval()
+
+
+def text_lines(world: Path, tokenizer, max_len: int = 96) -> list[list[int]]:
+    lines = (world / "text" / "train.txt").read_text(encoding="utf-8").splitlines()
+    eos = tokenizer.eos_token_id
+    return [ids[: max_len - 1] + [eos] for ids in tokenizer(lines, add_special_tokens=False)["input_ids"]]
+
+
+def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokenizer_dir: Path, vq, vq_dir: Path,
+              cache_dir: Path, init_dir: Path | None, visual_expert: bool = True, p_caption: float = 0.5):
+    """(build_model, loss_fn, data) for a stage."""
+    if stage == "0":
+        data = objectives.TextData(text_lines(world, tokenizer), tokenizer.pad_token_id)
+        return TextLLM(model_cfg.to_dict()), objectives.TextLMLoss(), data
+    if init_dir is None:
+        raise MarsEvalError(f"stage {stage} needs the previous stage's model (--init)")
+    corpus = load_corpus(world, CORPUS[stage], vq, vq_dir, tokenizer, tokenizer_dir, cache_dir)
+    if stage == "I":
+        build = FromQwen2(str(init_dir), model_cfg.codebook_size, visual_expert)
+    else:
+        build = FromMars(str(init_dir))
+    cfg = build().config
+    if stage == "III":
+        return build, objectives.NKTPLoss(cfg), objectives.SuperResData(corpus, cfg)
+    pc = p_caption if stage == "I" else 0.0
+    return build, objectives.NTPLoss(cfg), objectives.ImageTextData(corpus, cfg, tokenizer.eos_token_id, p_caption=pc)
+
+
+def run_stage(stage: str, train_cfg: TrainConfig, out_dir: Path, *, nproc: int = 1, resume: bool = False,
+              progress: bool = True, **job_kwargs) -> tuple[dict, nn.Module]:
+    """Train a stage and export its model to out_dir/model (HF directory for Stage 0, MARS format otherwise)."""
+    if stage not in STAGES:
+        raise MarsEvalError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    build, loss_fn, data = stage_job(stage, **job_kwargs)
+    results = run_training(train_cfg, build, loss_fn, data, out_dir, nproc=nproc, resume=resume, progress=progress)
+    model = trained_model(build, out_dir)
+    if stage == "0":
+        model.save_pretrained(out_dir / "model", safe_serialization=True)
+    else:
+        model.save(out_dir / "model")
+    return results, model
