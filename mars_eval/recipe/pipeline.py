@@ -65,8 +65,9 @@ class Preset:
 class Artifacts:
     """Builds (or finds in the cache) each artifact of a preset."""
 
-    def __init__(self, preset: Preset, cache: Path, progress: bool = True, nproc: int = 1):
+    def __init__(self, preset: Preset, cache: Path, progress: bool = True, nproc: int = 1, engine: str | None = None):
         self.preset, self.cache, self.progress, self.nproc = preset, cache, progress, nproc
+        self.overrides = {"engine": engine} if engine else {}
         self._tok = self._vq = None
 
     # -- cache mechanics --------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ class Artifacts:
         from mars_eval.recipe.stages import run_stage
 
         table = {"0": "stage0", "I": "stageI", "II": "stageII", "III": "stageIII"}[stage]
-        cfg = self.preset.train_config(table, seed=seed)
+        cfg = self.preset.train_config(table, seed=seed, **self.overrides)
         key = {"stage": stage, "train": cfg.to_dict(), "model": self.preset.tables["model"], "init": str(init),
                "expert": visual_expert, "world": str(self.world()), "tok": str(self.tokenizer_dir()),
                "vq": str(self.vq_dir()) if stage != "0" else None}
@@ -162,3 +163,28 @@ class Artifacts:
                                    init_dir=init, visual_expert=visual_expert)
             self._finish(d, {"stage": stage, "expert": visual_expert, "seed": seed, "results": results})
         return d / "model"
+
+    def through(self, last: str, visual_expert: bool = True, seed: int = 0) -> dict[str, Path]:
+        """Train Stage 0 and every stage up to `last`; returns each stage's model directory."""
+        from mars_eval.recipe.stages import STAGES
+
+        if last not in STAGES:
+            raise MarsEvalError(f"unknown stage {last!r}; choose one of {', '.join(STAGES)}")
+        models = {"0": self.stage("0", None, seed=0)}  # the LLM is shared by every variant and seed
+        prev = models["0"]
+        for st in STAGES[1 : STAGES.index(last) + 1]:
+            prev = models[st] = self.stage(st, prev, visual_expert=visual_expert, seed=seed)
+        return models
+
+    def bundle(self, models: dict[str, Path], out: Path, variant: str) -> Path:
+        """A generation bundle (mars_eval.bundle) of the last trained stage: Stage III adds the super-res model."""
+        from mars_eval.bundle import Bundle, BundleInfo
+        from mars_ref.model import MarsModel
+
+        last = max(models, key=lambda s: ("0", "I", "II", "III").index(s))
+        if last == "0":
+            raise MarsEvalError("a bundle needs an image stage (I, II or III)")
+        base = models["II"] if last == "III" else models[last]
+        hires = MarsModel.load(models["III"]) if last == "III" else None
+        info = BundleInfo(stage=last, variant=variant, image_px=(32, 32), hires_px=(64, 64) if hires else None)
+        return Bundle.write(out, info, MarsModel.load(base), self.vq(), self.tokenizer_dir(), hires=hires)
