@@ -21,6 +21,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         raise MarsEvalError(f"cannot write to {path.parent}: {e.strerror or e}") from None
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; results are ordinary files
     try:
         write(tmp_path)
         with open(tmp_path, "rb+") as f:
