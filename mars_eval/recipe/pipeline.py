@@ -150,7 +150,8 @@ class Artifacts:
 
         table = {"0": "stage0", "I": "stageI", "II": "stageII", "III": "stageIII"}[stage]
         cfg = self.preset.train_config(table, seed=seed, **self.overrides)
-        key = {"stage": stage, "train": cfg.to_dict(), "model": self.preset.tables["model"], "init": str(init),
+        how = ("engine", "device", "ckpt_every", "log_every", "keep_last_ckpts")  # how it runs, not what it computes
+        key = {"stage": stage, "train": {k: v for k, v in cfg.to_dict().items() if k not in how}, "model": self.preset.tables["model"], "init": str(init),
                "expert": visual_expert, "world": str(self.world()), "tok": str(self.tokenizer_dir()),
                "vq": str(self.vq_dir()) if stage != "0" else None}
         d = self._dir(f"stage{stage}", key)
