@@ -1,0 +1,103 @@
+"""Judge calibration: how often the world judges get it right, measured against the world's ground truth.
+
+For each category, `n` held-out val prompts (`WORLD/prompts/{category}_val.jsonl`, never in a training corpus)
+give two images each: the prompt's own scene (the prompt is true) and a corrupted scene (world_corrupt.py: the
+prompt is false). A judge is right when it scores the true image above 0.5 and the corrupted one at or below
+0.5 (for complex: every part of its 3-in-1 score above 0.5, see `world_rules.passes`); accuracy = correct
+decisions / all decisions. The same pairs go through a VQ tokenizer round trip when a
+VQ checkpoint is given (`mars_ref.vq_formats.load_vq`), which is what the judges see when scoring a model's
+samples. Also reported: the pair accuracy (true scored above corrupted) and the mean scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mars_eval.errors import MarsEvalError
+from mars_eval.io import read_jsonl
+from mars_eval.judges.world_corrupt import corrupt
+from mars_eval.judges.world_detector_train import vq_roundtrip
+from mars_eval.judges.world_judges import CATEGORIES, WorldJudges
+from mars_eval.judges.world_rules import passes
+from mars_ref.world.render import render
+from mars_ref.world.scene import Scene
+
+SIZE = 32
+
+
+def calibration_items(world_dir: str | Path, category: str, n: int, seed: int) -> list[tuple[str, str, Scene, Scene]]:
+    """(prompt_en, prompt_zh, true scene, corrupted scene) for up to `n` val prompts of `category`."""
+    path = Path(world_dir) / "prompts" / f"{category}_val.jsonl"
+    if not path.is_file():
+        raise MarsEvalError(f"no {path.name} in {path.parent} (build the world with `mars-eval world build`)")
+    rows = read_jsonl(path)
+    rng = np.random.default_rng([seed, 101, CATEGORIES.index(category)])
+    order = rng.permutation(len(rows))[: n]
+    items = []
+    for i in order:
+        row = rows[int(i)]
+        scene = Scene.from_dict(row["scene"])
+        bad = corrupt(scene, category, rng)
+        if bad is not None:
+            items.append((row["prompt"], row["prompt_zh"], scene, bad))
+    return items
+
+
+def _vq_roundtrip(vq, images: list[Image.Image]) -> list[Image.Image]:
+    """PIL images through a VQ tokenizer's encode + decode."""
+    import torch
+
+    x = torch.stack([torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1) for im in images])  # (B, 3, H, W)
+    return [Image.fromarray(a) for a in vq_roundtrip(vq, x).permute(0, 2, 3, 1).numpy()]
+
+
+def _accuracy(judges: WorldJudges, category: str, images_true, images_bad, prompts, lang: str) -> dict:
+    res_true = judges.score_batch(category, images_true, prompts, lang)
+    res_bad = judges.score_batch(category, images_bad, prompts, lang)
+    s_true, s_bad = np.array([s for s, _ in res_true]), np.array([s for s, _ in res_bad])
+    ok_true = np.array([passes(category, s, sub) for s, sub in res_true])
+    ok_bad = ~np.array([passes(category, s, sub) for s, sub in res_bad])
+    return {
+        "accuracy": float(np.concatenate([ok_true, ok_bad]).mean()),
+        "true_accepted": float(ok_true.mean()),
+        "corrupt_rejected": float(ok_bad.mean()),
+        "pair_accuracy": float((s_true > s_bad).mean()),
+        "mean_true": float(s_true.mean()),
+        "mean_corrupt": float(s_bad.mean()),
+    }
+
+
+def judge_calibration(world_dir: str | Path, n: int = 100, seed: int = 0, judges: WorldJudges | str | Path | None = None,
+                      vq=None, categories=CATEGORIES, lang: str = "en") -> list[dict]:
+    """Rows {category, n, accuracy_clean, accuracy_vq, ...} for a judge directory (default WORLD/judges) or
+    object; `vq` is a loaded VQ model or a checkpoint path (None: no VQ column)."""
+    if n < 1:
+        raise MarsEvalError(f"calibration needs n >= 1 prompts per category, got {n}")
+    if judges is None:
+        judges = Path(world_dir) / "judges"
+    if not isinstance(judges, WorldJudges):
+        judges = WorldJudges.load(judges)
+    if isinstance(vq, str | Path):
+        from mars_ref.vq_formats import load_vq
+
+        vq = load_vq(vq)
+    rows = []
+    for cat in categories:
+        items = calibration_items(world_dir, cat, n, seed)
+        if not items:
+            raise MarsEvalError(f"no calibration pairs for category {cat!r}")
+        prompts = [en if lang == "en" else zh for en, zh, _, _ in items]
+        good = [render(t, SIZE, SIZE) for _, _, t, _ in items]
+        bad = [render(b, SIZE, SIZE) for _, _, _, b in items]
+        clean = _accuracy(judges, cat, good, bad, prompts, lang)
+        row = {"category": cat, "n": len(items), "accuracy_clean": clean["accuracy"], "accuracy_vq": None,
+               "clean": clean}
+        if vq is not None:
+            vq_res = _accuracy(judges, cat, _vq_roundtrip(vq, good), _vq_roundtrip(vq, bad), prompts, lang)
+            row["accuracy_vq"] = vq_res["accuracy"]
+            row["vq"] = vq_res
+        rows.append(row)
+    return rows

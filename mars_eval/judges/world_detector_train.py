@@ -1,0 +1,218 @@
+"""Train the world detector on a built world's 32 px corpora (Stage I images + Stage III low-resolution images).
+
+Ground truth comes from each image's scene (its drawn objects); the judges never see it at scoring time.
+Augmentations keep the ground truth exact: horizontal flips (boxes are mirrored) and translations by a few
+pixels (boxes move with the content). Loss: CenterNet's focal loss on the centre heatmap, cross-entropy for kind /
+colour / texture / shape and binary cross-entropy for occlusion at object centres, L1 for box size and
+offset.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from mars_eval.errors import MarsEvalError
+from mars_eval.io import read_jsonl
+from mars_eval.judges.world_detector import STRIDE, DetectorConfig, WorldDetector, normalise
+from mars_eval.judges.world_targets import IGNORE, scene_objects, targets
+from mars_eval.world_clip.scenes import SceneStream
+from mars_ref.world.scene import Scene
+
+Progress = Callable[[int, int, float], None]
+CORPORA = (("stage1", "image"), ("stage3", "low"))
+IMAGE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class DetectorTrainConfig:
+    steps: int = 1200
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    max_shift: int = 2
+    flip: bool = True
+    seed: int = 0
+    fresh: float = 0.5  # share of each batch rendered on the fly from new scenes (world_clip/scenes.py)
+    vq_fraction: float = 0.5  # share of each batch shown as VQ reconstructions, when a VQ is given
+    max_images: int | None = None  # use at most this many training images (tests)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or self.max_shift < 0:
+            raise MarsEvalError(f"invalid judge training config: {self}")
+        if not 0 <= self.fresh < 1 or not 0 <= self.vq_fraction <= 1:
+            raise MarsEvalError(f"fresh must be in [0, 1) and vq_fraction in [0, 1], got {self.fresh}, "
+                                f"{self.vq_fraction}")
+        if self.max_images is not None and self.max_images < 1:
+            raise MarsEvalError(f"max_images must be >= 1, got {self.max_images}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_training_scenes(world: str | Path, max_images: int | None = None) -> tuple[torch.Tensor, list[Scene]]:
+    """(images (N, 3, 32, 32) uint8, scenes) of the world's 32 px square corpora."""
+    from PIL import Image
+
+    world = Path(world)
+    if not (world / "stage1" / "manifest.jsonl").is_file():
+        raise MarsEvalError(f"no stage1/manifest.jsonl in {world} (build one with `mars-eval world build`)")
+    arrays, scenes = [], []
+    for corpus, key in CORPORA:
+        manifest = world / corpus / "manifest.jsonl"
+        if not manifest.is_file():
+            continue
+        for i, row in enumerate(read_jsonl(manifest), 1):
+            if max_images is not None and len(scenes) >= max_images:
+                break
+            if not isinstance(row.get(key), str) or not isinstance(row.get("scene"), dict):
+                raise MarsEvalError(f"{manifest}:{i}: a row needs {key!r} and 'scene'")
+            scene = Scene.from_dict(row["scene"])
+            if scene.aspect != (1, 1):
+                continue
+            try:
+                with Image.open(manifest.parent / row[key]) as im:
+                    a = np.asarray(im.convert("RGB"))
+            except OSError as e:
+                raise MarsEvalError(f"cannot read world image {manifest.parent / row[key]}: {e}") from None
+            if a.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+                continue
+            arrays.append(a)
+            scenes.append(scene)
+    if not scenes:
+        raise MarsEvalError(f"no {IMAGE_SIZE}x{IMAGE_SIZE} training images in {world}")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), scenes
+
+
+def make_batch(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrainConfig,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Augmented (images (B, 3, H, W) float, heat (B, H/2, W/2), per-sample object targets) from uint8 images
+    (B, 3, H, W) and their scenes."""
+    m = cfg.max_shift
+    batch = images.float()  # (B, 3, H, W)
+    b, _, h, w = batch.shape
+    flips = (torch.rand(b, generator=gen) < 0.5).tolist() if cfg.flip else [False] * b
+    offs = torch.randint(0, 2 * m + 1, (b, 2), generator=gen).tolist() if m else [[0, 0]] * b
+    padded = F.pad(batch, (m,) * 4, mode="replicate") if m else batch
+    out, heats, objs = [], [], []
+    for k in range(b):
+        oy, ox = offs[k]
+        img = padded[k, :, oy:oy + h, ox:ox + w]
+        if flips[k]:
+            img = img.flip(-1)
+        out.append(img)
+        # cropping at (oy, ox) moves the content by (m - ox, m - oy); a flip mirrors the shifted content
+        sx = (ox - m) if flips[k] else (m - ox)
+        objects = scene_objects(scenes[k], flips[k], (sx, m - oy), px_per_unit=float(min(h, w)))
+        heat, tgt = targets(objects, h // STRIDE, w // STRIDE, float(min(h, w)))
+        heats.append(torch.from_numpy(heat))
+        objs.append(tgt)
+    return normalise(torch.stack(out).round().clamp(0, 255)), torch.stack(heats), objs
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss; logits and target (B, h, w)."""
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    pos_loss = -(torch.log(p) * (1 - p) ** 2 * pos).sum()
+    neg_loss = -(torch.log(1 - p) * p ** 2 * (1 - target) ** 4 * (1 - pos)).sum()
+    return (pos_loss + neg_loss) / pos.sum().clamp(min=1)
+
+
+def detector_loss(out: dict[str, torch.Tensor], heat: torch.Tensor, objs: list) -> tuple[torch.Tensor, dict]:
+    parts = {"center": focal_loss(out["center"][:, 0], heat)}
+    bi = [k for k, ts in enumerate(objs) for _ in ts]
+    flat = [t for ts in objs for t in ts]
+    if flat:
+        b = torch.tensor(bi)
+        y = torch.tensor([t.cy for t in flat])
+        x = torch.tensor([t.cx for t in flat])
+
+        def at(name):  # (N, C) predictions at object centres
+            return out[name][b, :, y, x]
+
+        parts["kind"] = F.cross_entropy(at("kind"), torch.tensor([t.kind for t in flat]))
+        parts["color"] = F.cross_entropy(at("color"), torch.tensor([t.color for t in flat]))
+        parts["texture"] = F.cross_entropy(at("texture"), torch.tensor([t.texture for t in flat]))
+        shapes = torch.tensor([t.shape for t in flat])
+        if (shapes != IGNORE).any():
+            parts["shape"] = F.cross_entropy(at("shape"), shapes, ignore_index=IGNORE)
+        parts["size"] = F.l1_loss(at("size"), torch.tensor([t.log_wh for t in flat]))
+        parts["offset"] = F.l1_loss(torch.sigmoid(at("offset")), torch.tensor([t.offset for t in flat]))
+        parts["occluded"] = F.binary_cross_entropy_with_logits(at("occluded")[:, 0],
+                                                               torch.tensor([t.occluded for t in flat]))
+    total = sum(parts.values())
+    return total, {k: v.item() for k, v in parts.items()}
+
+
+def _lr(step: int, cfg: DetectorTrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def vq_roundtrip(vq, images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> the same images encoded and decoded by a VQ tokenizer, uint8 (B, 3, H, W)."""
+    with torch.no_grad():
+        y = vq.decode_codes(vq.encode(images.float() / 127.5 - 1.0))  # (B, 3, H, W) in ~[-1, 1]
+    return ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrainConfig,
+                   progress: Progress | None = None, stream: SceneStream | None = None,
+                   vq=None) -> tuple[WorldDetector, dict]:
+    """Train from scratch on the corpora (`images`, `scenes`) plus `cfg.fresh` of each batch from `stream`;
+    with a VQ tokenizer, `cfg.vq_fraction` of each batch is shown as its VQ reconstruction (what a model's
+    samples look like; the scene, hence the target, is unchanged). Returns the model (eval mode) and a summary."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = WorldDetector(cfg.detector)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(scenes)
+    n_fresh = round(cfg.fresh * cfg.batch_size) if stream is not None else 0
+    batch = min(cfg.batch_size - n_fresh, n)
+    n_vq = round(cfg.vq_fraction * (batch + n_fresh))
+    history: list[dict] = []
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    model.train()
+    for step in range(cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, cfg)
+        idx = torch.randperm(n, generator=gen)[:batch].tolist()
+        imgs, scs = images[idx], [scenes[i] for i in idx]
+        if n_fresh:
+            fresh_imgs, fresh_scenes = stream.batch(n_fresh)
+            imgs, scs = torch.cat([imgs, fresh_imgs]), scs + fresh_scenes
+        if vq is not None and n_vq:
+            pick = torch.randperm(len(scs), generator=gen)[:n_vq]
+            imgs = imgs.clone()
+            imgs[pick] = vq_roundtrip(vq, imgs[pick])
+        x, heat, objs = make_batch(imgs, scs, cfg, gen)
+        loss, parts = detector_loss(model(x), heat, objs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(parts)
+        if progress is not None:
+            progress(step + 1, cfg.steps, loss.item())
+    model.eval()
+    tail = history[-min(50, len(history)):]
+    summary = {
+        "steps": cfg.steps,
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        "train_cpu_seconds": round(time.process_time() - cpu0, 2),  # wall time on an idle machine (1 thread)
+        "n_images": n,
+        "vq_augmented": vq is not None,
+        "loss_last": {k: float(np.mean([h[k] for h in tail if k in h])) for k in history[-1]},
+    }
+    return model, summary

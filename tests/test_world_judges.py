@@ -1,0 +1,331 @@
+"""World judges: detector targets and augmentation geometry, the per-category rules, corruptions, calibration.
+
+The rules and corruptions are tested against the world's own ground truth with an *oracle* detector (exact
+detections built from the scene): with perfect detections every true scene must pass and every corrupted scene
+must fail, which ties the judges' semantics to the world's geometry. The spatial rule is checked against the
+T2I-CompBench implementation in `mars_eval.compbench.detector_spatial`. The trained detector is only smoke-tested
+here (a few steps); its accuracy is the slow test and the calibration table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mars_eval.errors import MarsEvalError
+from mars_eval.judges.world_calibration import calibration_items, judge_calibration
+from mars_eval.judges.world_corrupt import corrupt
+from mars_eval.judges.world_decode import IDENTITY, Detection, calibrate_score, prepare
+from mars_eval.judges.world_detector import HEADS, DetectorConfig, WorldDetector
+from mars_eval.judges.world_detector_eval import fit_platt, match
+from mars_eval.judges.world_detector_train import DetectorTrainConfig, detector_loss, make_batch
+from mars_eval.judges.world_judges import CATEGORIES, WorldJudges, train_world_judges
+from mars_eval.judges.world_rules import passes, position, relation_prob, score_parse
+from mars_eval.judges.world_targets import COLOR_INDEX, KIND_INDEX, SHAPE_INDEX, TEXTURE_INDEX, scene_objects
+from mars_ref.world import lexicon as L
+from mars_ref.world import parse_caption, sample_scene
+from mars_ref.world.build import build_world
+from mars_ref.world.render import render
+from mars_ref.world.scene import Scene, relation_holds
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("w") / "world"
+    build_world(out, 30, 5, n_stage2=1, n_stage3=6, n_sequences=1, n_text=2, val_size=12, train_size=1)
+    return out
+
+
+def _onehot(n: int, i: int | None) -> np.ndarray:
+    v = np.zeros(n)
+    if i is not None:
+        v[i] = 1.0
+    return v
+
+
+def oracle_detections(scene: Scene) -> list[Detection]:
+    """Exact detections from the scene's ground truth (what a perfect detector would report)."""
+    return [
+        Detection(1.0, box, _onehot(len(L.KINDS), KIND_INDEX[kind]), _onehot(len(L.COLORS), COLOR_INDEX[color]),
+                  _onehot(len(L.TEXTURES), TEXTURE_INDEX[tex]), _onehot(len(L.SHAPES), SHAPE_INDEX.get(shape)),
+                  float(occ))
+        for kind, color, tex, shape, box, occ in scene_objects(scene)
+    ]
+
+
+class OracleJudges(WorldJudges):
+    """Judges whose detector looks the rendered image up in a table of known scenes."""
+
+    def __init__(self, scenes: list[Scene]):
+        super().__init__(WorldDetector(DetectorConfig(width=4)))
+        self.table = {self._key(render(s, 32, 32)): s for s in scenes}
+
+    @staticmethod
+    def _key(image: Image.Image) -> str:
+        return hashlib.sha1(image.tobytes()).hexdigest()
+
+    def detect(self, images):
+        return [oracle_detections(self.table[self._key(im)]) for im in images]
+
+
+def true_for_scene(scene: Scene, truth: dict) -> bool:
+    """Ground truth: does the scene satisfy a caption-level truth (counts, stated attributes, relations)?"""
+    objs = list(scene.objects)
+    members = []
+    for g in truth["objects"]:
+        ms = [i for i, o in enumerate(objs) if o.kind == g["kind"]]
+        if len(ms) != g["count"]:
+            return False
+        for i in ms:
+            o = objs[i]
+            if any(g[a] is not None and getattr(o, a) != g[a] for a in ("color", "shape", "texture", "size")):
+                return False
+        members.append(ms)
+    return all(relation_holds(objs[i], objs[j], r["rel"], i, j)
+               for r in truth["relations"] for i in members[r["subj"]] for j in members[r["obj"]])
+
+
+# ---- corruptions ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_corruptions_make_the_prompt_false_and_keep_the_truth_true(category):
+    rng = np.random.default_rng([7, CATEGORIES.index(category)])
+    for _ in range(25):
+        scene = sample_scene(category, rng)
+        bad = corrupt(scene, category, rng)
+        assert bad is not None
+        assert true_for_scene(scene, scene.truth())
+        assert not true_for_scene(bad, scene.truth()), (category, scene.truth(), bad.to_dict())
+
+
+def test_attribute_corruption_is_a_minimal_pair():
+    rng = np.random.default_rng(1)
+    scene = sample_scene("color", rng)
+    bad = corrupt(scene, "color", rng)
+    assert bad.background == scene.background
+    assert [(o.kind, o.cx, o.cy, o.s) for o in bad.objects] == [(o.kind, o.cx, o.cy, o.s) for o in scene.objects]
+
+
+# ---- rules with an oracle detector ----------------------------------------------------------------------------
+def test_oracle_judges_are_right_on_every_calibration_pair(world):
+    items = {c: calibration_items(world, c, 12, 0) for c in CATEGORIES}
+    judges = OracleJudges([s for its in items.values() for _, _, t, b in its for s in (t, b)])
+    rows = judge_calibration(world, 12, 0, judges=judges)
+    assert [r["category"] for r in rows] == list(CATEGORIES)
+    for r in rows:
+        assert r["n"] == 12 and r["accuracy_vq"] is None
+        assert r["accuracy_clean"] == 1.0, r
+
+
+def test_english_and_chinese_prompts_get_the_same_scores(world):
+    for cat in CATEGORIES:
+        for en, zh, scene, bad in calibration_items(world, cat, 4, 1):
+            for s in (scene, bad):
+                dets = oracle_detections(s)
+                assert score_parse(cat, dets, parse_caption(en, "en")) == score_parse(cat, dets, parse_caption(zh, "zh"))
+
+
+def test_spatial_position_rule_matches_t2i_compbench_implementation():
+    from mars_eval.compbench.detector_spatial import relation_score
+
+    names = {"left_of": "on the left of", "right_of": "on the right of", "above": "on the top of",
+             "below": "on the bottom of"}
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        a = tuple(np.sort(rng.uniform(0, 1, 2)).tolist())
+        b = tuple(np.sort(rng.uniform(0, 1, 2)).tolist())
+        c = tuple(np.sort(rng.uniform(0, 1, 2)).tolist())
+        d = tuple(np.sort(rng.uniform(0, 1, 2)).tolist())
+        box1, box2 = (a[0], b[0], a[1], b[1]), (c[0], d[0], c[1], d[1])
+        for rel, name in names.items():
+            assert position(rel, box1, box2) == pytest.approx(relation_score(name, box1, box2))
+
+
+def test_spatial_score_formula_and_missing_objects():
+    scene = sample_scene("spatial", np.random.default_rng(3))
+    truth = scene.truth()
+    dets = oracle_detections(scene)
+    dets = [Detection(0.8, d.box, d.kind, d.color, d.texture, d.shape, d.occluded) for d in dets]
+    score, sub = score_parse("spatial", dets, truth)
+    assert score == pytest.approx(0.25 * 0.8 + 0.25 * 0.8 + 0.5 * sub["spatial"][0]["position"])
+    score, sub = score_parse("spatial", dets[:1], truth)  # one object missing: 0.25 * conf
+    assert score == pytest.approx(0.2) and sub["spatial"][0]["position"] is None
+    assert score_parse("spatial", [], truth)[0] == 0.0
+
+
+def test_relation_probabilities():
+    box = (0.1, 0.1, 0.3, 0.3)
+    k, c = np.ones(len(L.KINDS)) / len(L.KINDS), _onehot(len(L.COLORS), 0)
+    t, s = np.ones(len(L.TEXTURES)) / 4, np.ones(len(L.SHAPES)) / 5
+    small = Detection(1.0, box, k, c, t, s, 0.0)
+    big = Detection(1.0, (0.4, 0.4, 0.8, 0.8), k, _onehot(len(L.COLORS), 3), t, s, 0.0)
+    assert relation_prob("bigger_than", big, small) > 0.99 and relation_prob("smaller_than", big, small) < 0.01
+    assert relation_prob("same_color_as", big, small) == 0.0 and relation_prob("same_color_as", small, small) == 1.0
+    front = Detection(1.0, (0.15, 0.15, 0.35, 0.35), k, c, t, s, 0.05)
+    back = Detection(1.0, box, k, c, t, s, 0.95)
+    assert relation_prob("in_front_of", front, back) > 0.95 and relation_prob("behind", front, back) < 0.05
+    far = Detection(1.0, (0.7, 0.7, 0.9, 0.9), k, c, t, s, 0.95)
+    assert relation_prob("in_front_of", front, far) < 0.01  # no overlap: nothing is in front of anything
+
+
+def test_numeracy_counts_and_t2i_compbench_partial_credit():
+    scene = sample_scene("numeracy", np.random.default_rng(11))
+    truth = scene.truth()
+    dets = oracle_detections(scene)
+    score, sub = score_parse("numeracy", dets, truth)
+    assert score == 1.0 and sub["counts"] == sub["stated"]
+    score, sub = score_parse("numeracy", dets[1:], truth)  # one object missing
+    assert score == 0.0
+    assert 0.0 <= sub["t2i_compbench_partial"] < 1.0
+
+
+def test_complex_passes_needs_every_part():
+    assert passes("complex", 0.75, {"parts": {"attribute": 1.0, "spatial": 0.5}}) is False
+    assert passes("complex", 0.8, {"parts": {"attribute": 0.9, "spatial": 0.7}}) is True
+    assert passes("color", 0.51, {}) and not passes("color", 0.5, {})
+
+
+def test_unknown_category_and_unparsable_prompt_are_errors():
+    judges = WorldJudges(WorldDetector(DetectorConfig(width=4)))
+    img = Image.new("RGB", (32, 32))
+    with pytest.raises(MarsEvalError, match="unknown world judge category"):
+        judges.score("colour", img, "a red ball")
+    with pytest.raises(MarsEvalError, match="not a world prompt"):
+        judges.score("color", img, "a photo of a dog")
+
+
+# ---- detector: targets, augmentation, decoding ---------------------------------------------------------------
+def _centroid_cell(img: torch.Tensor, bg: torch.Tensor) -> tuple[float, float]:
+    diff = (img.float() - bg.float()).abs().sum(0)  # (H, W)
+    ys, xs = torch.nonzero(diff > 60, as_tuple=True)
+    return (float(ys.float().mean()) + 0.5) / 2, (float(xs.float().mean()) + 0.5) / 2  # in grid cells
+
+
+def test_augmented_targets_follow_the_pixels():
+    """Flip + shift: the heatmap peak of a lone object sits where its pixels are in the augmented image."""
+    rng = np.random.default_rng(4)
+    scene = sample_scene("color", rng)
+    scene = Scene(scene.category, scene.aspect, scene.background, scene.groups[:1], (),
+                  tuple(o for o in scene.objects if o.group == 0))
+    empty = Scene(scene.category, scene.aspect, scene.background, scene.groups[:1], (), ())
+    img = torch.from_numpy(np.asarray(render(scene, 32, 32)).copy()).permute(2, 0, 1)[None]
+    bg = torch.from_numpy(np.asarray(render(empty, 32, 32)).copy()).permute(2, 0, 1)[None]
+    cfg = DetectorTrainConfig(max_shift=3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(12):
+        seed = int(torch.randint(0, 10**6, (1,), generator=gen))
+        x, heat, objs = make_batch(img, [scene], cfg, torch.Generator().manual_seed(seed))
+        xb, _, _ = make_batch(bg, [empty], cfg, torch.Generator().manual_seed(seed))
+        cy, cx = _centroid_cell(x[0] * 64, xb[0] * 64)  # undo the normalisation's scale
+        (t,) = objs[0]
+        assert heat[0, t.cy, t.cx] == 1.0
+        assert abs(t.cy + t.offset[1] - cy) < 1.2 and abs(t.cx + t.offset[0] - cx) < 1.2
+
+
+def test_detector_shapes_loss_and_prepare():
+    model = WorldDetector(DetectorConfig(width=8))
+    out = model(torch.zeros(2, 3, 32, 48))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {k: (2, c, 16, 24) for k, c in HEADS.items()}
+    scenes = [sample_scene(c, np.random.default_rng(i)) for i, c in enumerate(CATEGORIES)]
+    imgs = torch.stack([torch.from_numpy(np.asarray(render(s, 32, 32)).copy()).permute(2, 0, 1) for s in scenes])
+    x, heat, objs = make_batch(imgs, scenes, DetectorTrainConfig(), torch.Generator())
+    loss, parts = detector_loss(model(x), heat, objs)
+    loss.backward()
+    assert set(parts) == set(HEADS) and torch.isfinite(loss)
+    assert tuple(prepare(Image.new("RGB", (64, 96))).shape) == (3, 48, 32)
+    assert tuple(prepare(Image.new("RGB", (30, 30))).shape) == (3, 32, 32)
+    with pytest.raises(MarsEvalError, match="multiple of 4"):
+        model(torch.zeros(1, 3, 30, 30))
+
+
+def test_platt_fit_and_matching():
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.01, 0.99, 4000)
+    labels = (rng.uniform(size=4000) < raw ** 2).astype(int)  # under-confident scores
+    a, b = fit_platt(raw.tolist(), labels.tolist())
+    for p in (0.2, 0.5, 0.8):
+        cal = calibrate_score(p, (a, b))
+        assert abs(cal - p ** 2) < 0.12
+    assert fit_platt([0.3, 0.4], [1, 1]) == IDENTITY
+    scene = sample_scene("numeracy", np.random.default_rng(2))
+    dets = oracle_detections(scene)
+    assert all(obj is not None for _, obj in match(dets, scene))
+    moved = [Detection(0.5, (d.box[0] + 0.3, d.box[1], d.box[2] + 0.3, d.box[3]), d.kind, d.color, d.texture,
+                       d.shape, 0.0) for d in dets[:1]]
+    assert match(moved, scene)[0][1] is None
+
+
+# ---- training, saving, CLI -----------------------------------------------------------------------------------
+def test_train_save_load_and_score(world, tmp_path):
+    cfg = DetectorTrainConfig(steps=3, batch_size=8, detector=DetectorConfig(width=8))
+    summary = train_world_judges(world, tmp_path / "judges", seed=1, cfg=cfg)
+    assert summary["train"]["steps"] == 3 and len(summary["platt"]) == 2
+    judges = WorldJudges.load(tmp_path / "judges")
+    assert judges.platt == tuple(summary["platt"])
+    (en, zh, scene, _), = calibration_items(world, "spatial", 1, 0)
+    img = render(scene, 32, 32)
+    s_en, sub = judges.score("spatial", img, en)
+    s_zh, _ = judges.score("spatial", img, zh, lang="zh")
+    assert 0 <= s_en <= 1 and s_en == pytest.approx(s_zh)
+    big = render(scene, 64, 64)
+    assert 0 <= judges.score("spatial", big, en)[0] <= 1  # any size is brought to the detector's scale
+    reloaded = WorldJudges.load(tmp_path / "judges")
+    assert reloaded.score("spatial", img, en)[0] == pytest.approx(s_en)
+    meta = json.loads((tmp_path / "judges" / "world_judges.json").read_text())
+    assert meta["format"] == "mars-world-judges/1" and "held_out_detector" in meta
+
+
+def test_vq_reconstructions_in_training_and_calibration(world, tmp_path):
+    """A (random, tiny) VQ tokenizer: training shows reconstructions, calibration adds the VQ column; a checkpoint
+    path works as well as a loaded model."""
+    from mars_eval.judges.world_detector_train import vq_roundtrip
+    from mars_ref.vq import VQModel, vq_preset
+    from mars_ref.vq_formats import save_vq
+
+    torch.manual_seed(0)
+    vq = VQModel(vq_preset("tiny")).eval()
+    save_vq(vq, tmp_path / "vq")
+    imgs = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    rec = vq_roundtrip(vq, imgs)
+    assert rec.shape == imgs.shape and rec.dtype == torch.uint8 and not torch.equal(rec, imgs)
+    cfg = DetectorTrainConfig(steps=2, batch_size=8, detector=DetectorConfig(width=8))
+    summary = train_world_judges(world, tmp_path / "judges", cfg=cfg, vq=tmp_path / "vq")
+    assert summary["train"]["vq_augmented"] is True
+    rows = judge_calibration(world, 2, 0, judges=tmp_path / "judges", vq=tmp_path / "vq", categories=("color",))
+    assert rows[0]["accuracy_vq"] is not None and 0 <= rows[0]["accuracy_vq"] <= 1
+
+
+def test_load_rejects_other_directories(tmp_path):
+    with pytest.raises(MarsEvalError, match="not a world judge directory"):
+        WorldJudges.load(tmp_path)
+
+
+def test_cli_trains_and_prints_calibration(world, tmp_path, capsys):
+    from mars_eval.cli.main import main
+
+    out = tmp_path / "judges"
+    rc = main(["train", "judges", "--world", str(world), "--out", str(out), "--steps", "2", "--calibrate", "3",
+               "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert {f"accuracy_clean/{c}" for c in CATEGORIES} <= set(res)
+    meta = json.loads((out / "world_judges.json").read_text())
+    assert [r["category"] for r in meta["calibration"]] == list(CATEGORIES)
+
+
+@pytest.mark.slow
+def test_trained_judges_beat_a_constant_judge(tmp_path):
+    """Default training on a 2,500-image world: spatial, colour and shape judges are accurate; every category
+    beats the constant judge (0.5). The issue's 95 % target is not met by the default budget (see the report)."""
+    world = tmp_path / "world"
+    build_world(world, 2500, 0, n_stage2=1, n_stage3=1250, n_sequences=1, n_text=2)
+    train_world_judges(world, tmp_path / "judges")
+    rows = {r["category"]: r for r in judge_calibration(world, 100, 0, judges=tmp_path / "judges")}
+    for cat in ("spatial", "color", "shape"):
+        assert rows[cat]["accuracy_clean"] >= 0.85, rows[cat]
+    for r in rows.values():
+        assert r["accuracy_clean"] > 0.55 and r["clean"]["pair_accuracy"] > 0.5, r
