@@ -7,25 +7,16 @@ Random weights at the `small` preset's LLM dimensions (speed does not depend on 
 from __future__ import annotations
 
 import tempfile
-import time
 
 import torch
 import transformers
 
+from benchmarks.timing import best_of
 from mars_ref.config import MarsConfig
 from mars_ref.model import MarsModel
 from mars_ref.sampling import generate_text
 
 PROMPT_LEN, NEW_TOKENS, REPEATS = 16, 64, 3
-
-
-def _best(fn) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def run() -> dict:
@@ -40,14 +31,14 @@ def run() -> dict:
               "llm_params": sum(p.numel() for p in hf.parameters())}
     for batch in (1, 16):
         prompts = torch.randint(0, cfg.text_vocab_size, (batch, PROMPT_LEN), generator=torch.Generator().manual_seed(1))
-        t_ours, out_ours = _best(lambda p=prompts: generate_text(ours, p.tolist(), NEW_TOKENS))
+        t_ours, out_ours = best_of(lambda p=prompts: generate_text(ours, p.tolist(), NEW_TOKENS), REPEATS)
 
         def hf_gen(p=prompts):
             with torch.inference_mode():
                 return hf.generate(p, attention_mask=torch.ones_like(p), max_new_tokens=NEW_TOKENS,
                                    min_new_tokens=NEW_TOKENS, do_sample=False, use_cache=True, pad_token_id=0)
 
-        t_hf, out_hf = _best(hf_gen)
+        t_hf, out_hf = best_of(hf_gen, REPEATS)
         agree = (torch.tensor(out_ours) == out_hf[:, PROMPT_LEN:]).float().mean().item()
         result[f"batch{batch}"] = {"ours_tokens_per_s": round(batch * NEW_TOKENS / t_ours, 1),
                                    "hf_generate_tokens_per_s": round(batch * NEW_TOKENS / t_hf, 1),

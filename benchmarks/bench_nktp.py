@@ -12,26 +12,15 @@ it wins where a pass is latency/bandwidth bound (large models, GPUs), not on a c
 
 from __future__ import annotations
 
-import time
-
 import torch
 
+from benchmarks.timing import best_of
 from mars_ref.config import MarsConfig
 from mars_ref.model import MarsModel
 from mars_ref.nktp import nktp_generate
 from mars_ref.sampling import generate_image_tokens, image_seed
 
 BATCH, LOW, HIGH, PROMPT_LEN = 4, (8, 8), (16, 16), 16
-
-
-def _timed(fn, repeats: int = 3) -> tuple[float, object]:
-    """Best wall time of `repeats` runs (the machine is shared; the minimum is the least disturbed)."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def run() -> dict:
@@ -47,15 +36,15 @@ def run() -> dict:
     n_hi, n_lo = HIGH[0] * HIGH[1], LOW[0] * LOW[1]
     result = {"preset": "small", "threads": 1, "batch": BATCH, "hires_grid": list(HIGH), "lowres_grid": list(LOW)}
 
-    t_hi, _ = _timed(lambda: generate_image_tokens(model, prompts, HIGH, seeds=seeds))
+    t_hi, _ = best_of(lambda: generate_image_tokens(model, prompts, HIGH, seeds=seeds))
     result["ntp_hires"] = {"images_per_s": round(BATCH / t_hi, 3), "forward_passes_per_image": n_hi,
                            "token_positions_per_image": PROMPT_LEN + n_hi}
-    t_lo, low = _timed(lambda: generate_image_tokens(model, prompts, LOW, seeds=seeds))
+    t_lo, low = best_of(lambda: generate_image_tokens(model, prompts, LOW, seeds=seeds))
     result["ntp_lowres"] = {"images_per_s": round(BATCH / t_lo, 3), "forward_passes_per_image": n_lo,
                             "token_positions_per_image": PROMPT_LEN + n_lo}
     for name, kw in {"nktp_cosine_8": {"steps": 8}, "nktp_cosine_16": {"steps": 16}, "nktp_k16": {"k": 16},
                      "nktp_k64": {"k": 64}}.items():
-        t, res = _timed(lambda kw=kw: nktp_generate(model, prompts, low, HIGH, seeds=seeds, **kw))
+        t, res = best_of(lambda kw=kw: nktp_generate(model, prompts, low, HIGH, seeds=seeds, **kw))
         suffix = n_lo + 3 + n_hi
         result[name] = {"images_per_s": round(BATCH / t, 3), "forward_passes_per_image": res.forward_passes,
                         "token_positions_per_image": PROMPT_LEN + (res.forward_passes - 1) * suffix,

@@ -11,19 +11,11 @@ import time
 
 import torch
 
+from benchmarks.timing import best_of
 from mars_ref.vq import VQModel, vq_preset
 from mars_ref.vq_train import VQTrainConfig, train_vq
 
 PRESET, BATCH, REPEATS = "world-f4", 32, 3
-
-
-def _best(fn) -> float:
-    best = float("inf")
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def run() -> dict:
@@ -38,8 +30,8 @@ def run() -> dict:
         for dtype in ("fp32", "bf16"):
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
                 codes = model.encode(x)
-                enc = _best(lambda x=x: model.encode(x))
-                dec = _best(lambda codes=codes: model.decode_codes(codes))
+                enc = best_of(lambda x=x: model.encode(x), REPEATS)[0]
+                dec = best_of(lambda codes=codes: model.decode_codes(codes), REPEATS)[0]
             key = f"{size}px_{dtype}"
             result[f"encode_img_per_s_{key}"] = round(BATCH / enc, 1)
             result[f"decode_img_per_s_{key}"] = round(BATCH / dec, 1)

@@ -70,3 +70,17 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             raise MarsEvalError(f"{path}:{i}: not a JSON line") from None
     return rows
+
+
+def writable_dir(path: str | os.PathLike) -> Path:
+    """Create `path` if needed and check that we can write in it, before any long work starts."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MarsEvalError(f"cannot create output directory {path}: {e.strerror or e}") from None
+    if not path.is_dir():
+        raise MarsEvalError(f"output path is not a directory: {path}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MarsEvalError(f"output directory is not writable: {path}")
+    return path

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 from mars_ref.errors import MarsRefError
 

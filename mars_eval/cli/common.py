@@ -8,9 +8,17 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from mars_eval.errors import MarsEvalError
+from mars_eval.io import writable_dir  # noqa: F401  (re-exported for the command modules)
 
 console = Console(stderr=True)
 
@@ -51,19 +59,4 @@ def require_dir(path: Path, what: str = "directory") -> Path:
         raise MarsEvalError(f"{what} not found: {path}")
     if not path.is_dir():
         raise MarsEvalError(f"{what} is not a directory: {path}")
-    return path
-
-
-def writable_dir(path: Path) -> Path:
-    """Create `path` if needed and check that we can write in it, before any long work starts."""
-    import os
-
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MarsEvalError(f"cannot create output directory {path}: {e.strerror or e}") from None
-    if not path.is_dir():
-        raise MarsEvalError(f"output path is not a directory: {path}")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise MarsEvalError(f"output directory is not writable: {path}")
     return path

@@ -41,6 +41,7 @@ from mars_eval.generate.folder import (
     write_manifest,
 )
 from mars_eval.generate.generator import BundleGenerator, SamplerSettings
+from mars_eval.io import writable_dir
 from mars_eval.prompts import PromptSet
 from mars_ref.errors import MarsRefError
 
@@ -150,7 +151,7 @@ def generate_folder(ckpt: str | Path, prompts: PromptSet, out_dir: str | Path, *
     settings = generator.settings
     if run.nproc > 1:
         del bundle, generator
-    _make_out_dir(out_dir)
+    writable_dir(out_dir)
     t0 = time.perf_counter()
     with folder_lock(out_dir):
         check_or_write_job(out_dir, job)
@@ -183,17 +184,6 @@ def _run_chunks(out_dir: Path, todo: list[list[Item]], generator, batch_size: in
     """Compute whole chunks: run_shard batches the flattened list by batch_size, which gives back exactly
     these chunks (every chunk but the job's last is full, and the job's last chunk comes last)."""
     run_shard(out_dir, [it for c in todo for it in c], generator, batch_size, on_done=on_done)
-
-
-def _make_out_dir(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MarsEvalError(f"cannot create output directory {out_dir}: {e.strerror or e}") from None
-    if not out_dir.is_dir():
-        raise MarsEvalError(f"output path is not a directory: {out_dir}")
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise MarsEvalError(f"output directory is not writable: {out_dir}")
 
 
 def _worker_device(device: str, rank: int) -> str:
