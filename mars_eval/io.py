@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mars_eval.errors import MarsEvalError
@@ -84,3 +87,37 @@ def writable_dir(path: str | os.PathLike) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise MarsEvalError(f"output directory is not writable: {path}")
     return path
+
+
+@contextmanager
+def staged_dir(out: str | os.PathLike, check: Callable[[Path], Path]) -> Iterator[Path]:
+    """Yield a fresh hidden directory beside `out`; on success it replaces `out` by rename, on any error it goes.
+
+    `check(out)` validates the target (and returns it as an absolute path) before the work and again before the
+    swap, so a directory that someone filled meanwhile, or that holds unrelated files, is never replaced.
+    """
+    out = check(Path(out))
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise MarsEvalError(f"cannot create output directory {out}: {e.strerror or e}") from None
+    try:
+        yield tmp
+        check(out)
+        old = None
+        if out.is_dir():
+            if any(out.iterdir()):
+                old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+                os.rename(out, old)
+            else:
+                out.rmdir()
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise MarsEvalError(f"cannot write {out}: {e.strerror or e}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

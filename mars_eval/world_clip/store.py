@@ -7,14 +7,12 @@ kind), so a typo in `--out` cannot wipe unrelated files.
 
 from __future__ import annotations
 
+import functools
 import os
-import shutil
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from mars_eval.errors import MarsEvalError
+from mars_eval.io import staged_dir as io_staged_dir
 
 
 def check_out_dir(out: str | os.PathLike, marker: str) -> Path:
@@ -29,28 +27,6 @@ def check_out_dir(out: str | os.PathLike, marker: str) -> Path:
     return out
 
 
-@contextmanager
-def staged_dir(out: str | os.PathLike, marker: str) -> Iterator[Path]:
+def staged_dir(out: str | os.PathLike, marker: str):
     """Yield an empty hidden directory next to `out`; on success it replaces `out`, on error it is removed."""
-    out = check_out_dir(out, marker)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        tmp.mkdir(parents=True)
-    except OSError as e:
-        raise MarsEvalError(f"cannot create output directory {out}: {e.strerror or e}") from None
-    try:
-        yield tmp
-        check_out_dir(out, marker)
-        old = None
-        if out.is_dir():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-            os.rename(out, old)
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise MarsEvalError(f"cannot write {out}: {e.strerror or e}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return io_staged_dir(out, functools.partial(check_out_dir, marker=marker))

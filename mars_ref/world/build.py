@@ -20,10 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -75,35 +73,11 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
     return out
 
 
-@contextmanager
-def staged_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def staged_dir(out: str | os.PathLike, overwrite: bool = False):
     """Yield a fresh hidden directory beside `out`: on success it replaces `out`, on any error it goes."""
-    out = check_output_dir(out, overwrite)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-    except OSError as e:
-        raise MarsRefError(f"cannot create output directory {out}: {e.strerror or e}") from None
-    try:
-        yield tmp
-        check_output_dir(out, overwrite)  # nobody filled it meanwhile
-        old = None
-        if out.is_dir():
-            if any(out.iterdir()):
-                old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-                os.rename(out, old)
-            else:
-                out.rmdir()
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise MarsRefError(f"cannot write the world to {out}: {e.strerror or e}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    from mars_eval.io import staged_dir as io_staged_dir
+
+    return io_staged_dir(out, lambda p: check_output_dir(p, overwrite))
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------
