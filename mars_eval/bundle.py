@@ -122,5 +122,7 @@ class Bundle:
     def decode_codes(self, codes: torch.Tensor, hw: tuple[int, int]) -> list[Image.Image]:
         """Codebook indices (B, h*w) -> RGB images via the VQ decoder."""
         x = self.vq.decode_codes(codes.view(codes.shape[0], *hw).to(next(self.vq.parameters()).device))
-        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+        from mars_ref.vq_train import to_uint8
+
+        x = to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
         return [Image.fromarray(a) for a in x]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +12,7 @@ from mars_eval.cli.common import JsonOpt, emit
 from mars_eval.cli.main import app
 
 
-class VariantChoice(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; we support 3.10)
+class VariantChoice(StrEnum):
     clip_b32_raw = "clip-b32-raw"
     clip_l14_100 = "clip-l14-100"
     clipscore_2_5 = "clipscore-2.5"

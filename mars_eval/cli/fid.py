@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +13,7 @@ from mars_eval.cli.common import JsonOpt, console, emit, progress
 from mars_eval.cli.main import app
 
 
-class ProtocolChoice(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; we support 3.10)
+class ProtocolChoice(StrEnum):
     clean = "clean"
     torch_fidelity = "torch-fidelity"
     coco = "coco"

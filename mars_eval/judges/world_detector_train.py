@@ -24,6 +24,7 @@ from mars_eval.io import read_jsonl
 from mars_eval.judges.world_detector import STRIDE, DetectorConfig, WorldDetector, normalise
 from mars_eval.judges.world_targets import IGNORE, scene_objects, targets
 from mars_eval.world_clip.scenes import SceneStream
+from mars_ref.vq_train import to_model_range, to_uint8
 from mars_ref.world.scene import Scene
 
 Progress = Callable[[int, int, float], None]
@@ -164,8 +165,8 @@ def _lr(step: int, cfg: DetectorTrainConfig) -> float:
 def vq_roundtrip(vq, images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> the same images encoded and decoded by a VQ tokenizer, uint8 (B, 3, H, W)."""
     with torch.no_grad():
-        y = vq.decode_codes(vq.encode(images.float() / 127.5 - 1.0))  # (B, 3, H, W) in ~[-1, 1]
-    return ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        y = vq.decode_codes(vq.encode(to_model_range(images)))  # (B, 3, H, W) in ~[-1, 1]
+    return to_uint8(y)
 
 
 def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrainConfig,

@@ -18,7 +18,7 @@ library's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import partial
 
 import numpy as np
@@ -28,7 +28,7 @@ from mars_eval.errors import MarsEvalError
 from mars_eval.metrics.inception import INCEPTION_SIZE
 
 
-class Protocol(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; we support 3.10)
+class Protocol(StrEnum):
     CLEAN = "clean"
     TORCH_FIDELITY = "torch-fidelity"
     COCO = "coco"

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from mars_eval.errors import MarsEvalError
 from mars_eval.io import atomic_write, read_jsonl
+from mars_eval.metrics.images import load_rgb
+from mars_ref.vq_train import to_model_range
 
 HELD_OUT_SPLITS = ("val", "test")
 
@@ -40,31 +41,19 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _load_images(root: Path, names: list[str]) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] from PNG files of one size."""
-    arrs = []
-    for n in names:
-        try:
-            with Image.open(root / n) as im:
-                arrs.append(np.asarray(im.convert("RGB")))
-        except OSError as e:
-            raise MarsEvalError(f"cannot read image {root / n}: {e}") from None
-    x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float()
-    return x / 127.5 - 1
-
-
 @torch.inference_mode()
 def _encode(vq, root: Path, names: list[str], batch: int = 64) -> list[torch.Tensor]:
-    """VQ-encode images, batching those of equal size together; returns flattened codes per image."""
+    """VQ-encode images (each read once), batching those of equal size; returns flattened codes per image."""
+    arrays = [load_rgb(root / n) for n in names]  # (H, W, 3) uint8 each
     out: list[torch.Tensor | None] = [None] * len(names)
-    sizes: dict[tuple[int, int], list[int]] = {}
-    for i, n in enumerate(names):
-        with Image.open(root / n) as im:
-            sizes.setdefault(im.size, []).append(i)
+    sizes: dict[tuple[int, ...], list[int]] = {}
+    for i, a in enumerate(arrays):
+        sizes.setdefault(a.shape, []).append(i)
     for idx in sizes.values():
         for s in range(0, len(idx), batch):
             part = idx[s : s + batch]
-            codes = vq.encode(_load_images(root, [names[i] for i in part]))  # (b, h, w)
+            x = torch.from_numpy(np.stack([arrays[i] for i in part])).permute(0, 3, 1, 2)  # (b, 3, H, W) uint8
+            codes = vq.encode(to_model_range(x))  # (b, h, w)
             for j, i in enumerate(part):
                 out[i] = codes[j].reshape(-1).clone()
     return out  # type: ignore[return-value]
@@ -151,13 +140,7 @@ def load_world_images(world: Path, held_out: int, max_images: int | None = None)
             raise MarsEvalError(f"--held-out {held_out} must be between 1 and {len(entries) - 1} "
                                 f"({len(entries)} images in {manifest})")
         held_mask = [i >= len(entries) - held_out for i in range(len(entries))]
-    images = []
-    for path, _ in entries:
-        try:
-            with Image.open(path) as im:
-                images.append(np.asarray(im.convert("RGB")))
-        except OSError as e:
-            raise MarsEvalError(f"cannot read image {path}: {e}") from None
+    images = [load_rgb(path) for path, _ in entries]
     size = Counter(a.shape for a in images).most_common(1)[0][0]
     keep = [i for i, a in enumerate(images) if a.shape == size]
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mars_ref.sampling import generate_text
+from mars_ref.vq_train import to_model_range
 from mars_ref.world import CATEGORIES, caption, parse_caption, render, sample_scene
 
 
@@ -67,8 +68,8 @@ def captioning_accuracy(model, vq, tokenizer, n: int = 140, seed: int = 12345) -
     cfg = model.config
     rng = np.random.default_rng(seed)
     scenes = [sample_scene(CATEGORIES[i % len(CATEGORIES)], rng) for i in range(n)]
-    x = torch.from_numpy(np.stack([np.asarray(render(s, 32, 32)) for s in scenes])).permute(0, 3, 1, 2).float()
-    codes = vq.encode(x / 127.5 - 1).flatten(1)  # (n, h*w)
+    x = torch.from_numpy(np.stack([np.asarray(render(s, 32, 32)) for s in scenes])).permute(0, 3, 1, 2)  # uint8
+    codes = vq.encode(to_model_range(x)).flatten(1)  # (n, h*w)
     prompts = [[cfg.boi_id] + (c + cfg.codebook_offset).tolist() + [cfg.eoi_id] for c in codes]
     texts = _greedy(model, tokenizer, prompts, max_new=40)
     exact, obj_hits, obj_total, parsed = 0, 0, 0, 0
