@@ -87,9 +87,10 @@ class Artifacts:
     # -- artifacts ----------------------------------------------------------------------------------------------
     def world(self) -> Path:
         from mars_ref.world import build_world
+        from mars_ref.world.build import FORMAT
 
         t = self.preset.tables["world"]
-        d = self._dir("world", t)
+        d = self._dir("world", {**t, "format": FORMAT})
         if not self.done(d):
             shutil.rmtree(d, ignore_errors=True)
             info = build_world(d / "world", n=int(t["n"]), seed=int(t["seed"]))

@@ -20,6 +20,7 @@ from mars_ref.world.shapes import DRAW, Pen
 SUPERSAMPLE = 4
 SHADOW = (0.018, 0.028, 0.3)  # offset x, y in canvas units; opacity
 OUTLINE_PX = 0.45  # outline width in output pixels
+MIN_TEXTURE_PERIOD_PX = 3.0  # finer patterns alias away at 32 px and cannot be judged
 
 
 def render(scene: Scene, width: int, height: int, supersample: int = SUPERSAMPLE) -> Image.Image:
@@ -38,7 +39,7 @@ def render(scene: Scene, width: int, height: int, supersample: int = SUPERSAMPLE
     trans = np.ones((H, W), dtype=np.float32)
     outline = max(1, round(OUTLINE_PX * supersample))
     for obj in scene.objects:
-        _draw(rgb, trans, obj, scale, outline)
+        _draw(rgb, trans, obj, scale, outline, MIN_TEXTURE_PERIOD_PX * supersample)
     bg = _reduce(paint_background(scene.background, 2 * width, 2 * height, canvas), 2)  # (3, h, w)
     img = _reduce(rgb, supersample) + _reduce(trans[None], supersample) * bg
     return Image.fromarray(np.ascontiguousarray((img * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)), "RGB")
@@ -90,7 +91,7 @@ def _contrast_tone(rgb: np.ndarray) -> np.ndarray:
     return rgb * 0.32 if lum > 0.5 else rgb * 0.3 + 0.7 * 0.92
 
 
-def _draw(acc: np.ndarray, trans: np.ndarray, obj: Obj, scale: float, outline: int) -> None:
+def _draw(acc: np.ndarray, trans: np.ndarray, obj: Obj, scale: float, outline: int, min_period: float) -> None:
     """Composite one object over `acc` (3, H, W, premultiplied) and update the transmittance `trans` (H, W)."""
     _, H, W = acc.shape
     w, h = obj.wh
@@ -110,7 +111,7 @@ def _draw(acc: np.ndarray, trans: np.ndarray, obj: Obj, scale: float, outline: i
     xs = np.arange(cw, dtype=np.float32) + 0.5 - pen.ox  # pixel coords relative to the box corner
     ys = np.arange(ch, dtype=np.float32) + 0.5 - pen.oy
     light = (1.1 - 0.24 * np.clip(ys / bh, 0, 1))[None, :, None]  # (1, h, 1): lit from above
-    period = max(obj.s * scale / 4.2, 3.0 * outline)
+    period = max(obj.s * scale / 4.2, min_period)
     pattern = _texture(obj.texture, xs, ys, period)  # (h, w) or None
     tone = _contrast_tone(base)
 
