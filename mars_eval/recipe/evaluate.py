@@ -53,6 +53,29 @@ def translation_accuracy(model, tokenizer, pairs_file: Path, limit: int = 200) -
     return {**out, "n": len(pairs)}
 
 
+@torch.inference_mode()
+def translation_teacher_forced(model, tokenizer, pairs_file: Path, limit: int = 200) -> dict:
+    """Per-token accuracy and NLL of the reference translation under teacher forcing, both directions.
+
+    A continuous measure of the same text skill: a small LLM that rarely translates a whole caption exactly still
+    shows whether image training moved its text predictions (the no-expert ablation) or left them alone (SemVIE).
+    """
+    pairs = [json.loads(x) for x in pairs_file.read_text(encoding="utf-8").splitlines() if x.strip()][:limit]
+    n_text = len(tokenizer)
+    hits = nll = total = 0.0
+    for p in pairs:
+        for src, dst in (("en", "zh"), ("zh", "en")):
+            prefix = tokenizer(f"{src.upper()}: {p[src]} {dst.upper()}:", add_special_tokens=False)["input_ids"]
+            target = tokenizer(f" {p[dst]}", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            ids = torch.tensor([prefix + target])  # (1, T)
+            logits = model(ids).logits[0, len(prefix) - 1 : -1, :n_text].float()  # (len(target), V_text)
+            tgt = torch.tensor(target)
+            hits += (logits.argmax(-1) == tgt).sum().item()
+            nll += torch.nn.functional.cross_entropy(logits, tgt, reduction="sum").item()
+            total += len(target)
+    return {"translation_token_accuracy": hits / total, "translation_nll": nll / total, "n": len(pairs)}
+
+
 def _parse_any(text: str) -> dict | None:
     for lang in ("en", "zh"):
         try:

@@ -1,0 +1,286 @@
+"""`mars-eval ablate`: the paper's ablations at world scale, with 95 % confidence intervals across seeds.
+
+For every seed the grid trains (or finds in the artifact cache) Stage I with and without the visual expert and the
+expert chain Stage I -> II -> III, then evaluates each model the same way:
+
+    Table 1  world T2I-CompBench x 100 (world judges), English prompts    w/o VE (I), w VE (I), Stage III
+    Table 3  COCO-like FID / KID / world-CLIP score                        w/o VE, w VE, Stage I, II, III
+    text     translation accuracy of the frozen LLM vs both variants (what SemVIE must preserve)
+    caption  captioning accuracy against ground truth (Stage I's image-to-text task)
+    EN/ZH    the same CompBench prompts in English and in Chinese (final model)
+    NKTP     Stage III decoding in K tokens per step (NKTP) vs one token per step (the NTP order): score and time
+    Fig. 5   per-step gradient norms, loss and max logit of Stage I with and without the expert (seed 0)
+
+Shared artifacts (world, tokenizers, VQ, world CLIP, judges, Stage 0 LLM) are built once per preset; every trained
+model and every evaluation is cached or resumable, so a killed `ablate` picks up where it stopped. Everything the
+report needs goes to OUT/results.jsonl (rows of mars_eval.report.build), and the report is built from it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mars_eval.errors import MarsEvalError
+from mars_eval.io import atomic_write_json, read_jsonl
+from mars_eval.report.build import RESULTS as RESULTS_FILE
+from mars_eval.results import append_rows, stamp
+
+# The [ablate] table of a preset: the evaluation budget of the grid.
+DEFAULTS = {
+    "seeds": 2,
+    "compbench_prompts": 8,  # first N world val prompts per category
+    "images_per_prompt": 2,
+    "coco_n": 96,  # COCO-like captions per model (FID at this n is biased: see FID-infinity / the CI)
+    "nktp_prompts": 8,  # Stage III decoding comparison: prompts (1 image each)
+    "translation_pairs": 100,
+    "captioning_images": 64,
+    "batch_size": 16,
+}
+
+VE, NO_VE = "w Visual Expert", "w/o Visual Expert"
+
+
+@dataclass(frozen=True)
+class Model:
+    """One trained model of the grid and where its generation bundle is."""
+
+    key: str  # folder name: e.g. "I-expert-s0"
+    label: str  # row label in the tables
+    stage: str
+    expert: bool
+    seed: int
+    bundle: Path
+
+
+def budget(preset, **overrides) -> dict:
+    t = {**DEFAULTS, **preset.tables.get("ablate", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    unknown = sorted(set(t) - set(DEFAULTS))
+    if unknown:
+        raise MarsEvalError(f"preset {preset.name} [ablate]: unknown keys {unknown}")
+    for k, v in t.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise MarsEvalError(f"ablate {k} must be an integer >= 1, got {v!r}")
+    return t
+
+
+class Ablation:
+    def __init__(self, arts, out: Path, b: dict, nproc: int = 2, say: Callable[[str], None] = print):
+        self.arts, self.out, self.b, self.nproc, self.say = arts, out, b, nproc, say
+        self.results = out / RESULTS_FILE
+        self.done_marks = out / "steps"  # one marker per finished evaluation: a resumed run skips it
+
+    # -- bookkeeping ------------------------------------------------------------------------------------------
+    def _step(self, name: str, fn: Callable[[], list[dict]]) -> None:
+        """Run an evaluation once: its rows are appended with a marker written after them (resume skips it).
+        A crash between the two re-runs the step, which only re-reads its cached scores; rows of that step are
+        then replaced, never duplicated."""
+        mark = self.done_marks / f"{name}.json"
+        if mark.is_file():
+            return
+        t0 = time.perf_counter()
+        self.say(f"[ablate] {name}")
+        rows = [stamp(r, step=name) for r in fn()]
+        if self.results.is_file():  # drop rows of an earlier, interrupted attempt at this step
+            keep = [r for r in read_jsonl(self.results) if r.get("step") != name]
+            if len(keep) != len(read_jsonl(self.results)):
+                from mars_eval.io import atomic_write_jsonl
+
+                atomic_write_jsonl(self.results, keep)
+        append_rows(self.results, rows)
+        atomic_write_json(mark, {"rows": len(rows), "seconds": round(time.perf_counter() - t0, 2)})
+
+    # -- models -----------------------------------------------------------------------------------------------
+    def models(self, seed: int) -> list[Model]:
+        """Train (or find) the grid's models for one seed and write their bundles."""
+        a = self.arts
+        exp = a.through("III", visual_expert=True, seed=seed)
+        noexp = a.through("I", visual_expert=False, seed=seed)
+        grid = [("I-noexpert", NO_VE, "I", False, noexp), ("I-expert", VE, "I", True, {k: exp[k] for k in "0 I".split()}),
+                ("II-expert", "Stage II", "II", True, {k: exp[k] for k in ("0", "I", "II")}),
+                ("III-expert", "Stage III", "III", True, exp)]
+        out = []
+        for key, label, stage, expert, models in grid:
+            path = self.out / "bundles" / f"{key}-s{seed}"
+            if not (path / "bundle.json").is_file():
+                a.bundle(models, path, "expert" if expert else "no-expert")
+            out.append(Model(f"{key}-s{seed}", label, stage, expert, seed, path))
+        return out
+
+    # -- evaluations ------------------------------------------------------------------------------------------
+    def _imported(self, eval_dir: Path, tables: dict[str, str], label: str) -> list[dict]:
+        """Rows of a suite run (eval_dir/results.jsonl) under the ablation's table names; image paths re-rooted."""
+        rows = []
+        for r in read_jsonl(eval_dir / RESULTS_FILE):
+            if r.get("kind", "metric") == "metric" and r.get("table") in tables:
+                rows.append({**r, "table": tables[r["table"]], "label": label})
+            elif r.get("kind") == "samples":
+                rows.append({**r, "label": label, "images_dir": str((eval_dir / r["images_dir"]).relative_to(self.out))})
+        return rows
+
+    def compbench(self, m: Model, lang: str = "en") -> Path:
+        from mars_eval.suites.compbench import run_compbench
+
+        d = self.out / "evals" / m.key / f"compbench-{lang}"
+        run_compbench(m.bundle, d, limit=self.b["compbench_prompts"], images_per_prompt=self.b["images_per_prompt"],
+                      lang=lang, world=self.arts.world(), world_judges=self.arts.judges_dir(), label=m.label,
+                      seed=m.seed, run=self._run(), progress=True)
+        return d
+
+    def coco(self, m: Model) -> Path:
+        from mars_eval.suites.coco import run_coco
+
+        d = self.out / "evals" / m.key / "coco"
+        run_coco(m.bundle, d, n=self.b["coco_n"], clip=self.arts.clip_dir(), label=m.label, seed=m.seed,
+                 run=self._run(), progress=True)
+        return d
+
+    def _run(self):
+        from mars_eval.generate.runner import RunOptions
+
+        return RunOptions(batch_size=self.b["batch_size"], nproc=self.nproc)
+
+    def text_skill(self, model_dir: Path | None, label: str, seed: int, llm: bool = False) -> list[dict]:
+        """Translation (exact and teacher-forced) of the Stage 0 LLM or a MARS model; + captioning for MARS."""
+        import torch
+
+        from mars_eval.recipe.evaluate import (
+            captioning_accuracy,
+            translation_accuracy,
+            translation_teacher_forced,
+        )
+
+        tok, pairs = self.arts.tokenizer(), self.arts.world() / "text" / "translation_val.jsonl"
+        if llm:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+        else:
+            from mars_ref.model import MarsModel
+
+            model = MarsModel.load(model_dir).eval()
+        n = self.b["translation_pairs"]
+        res = {**translation_teacher_forced(model, tok, pairs, n), **translation_accuracy(model, tok, pairs, n)}
+        row = {"kind": "metric", "table": "Text skill of the LLM (translation, held-out world pairs)", "label": label,
+               "seed": seed, "scale": "world"}
+        rows = [{**row, "metric": k, "value": float(res[k])} for k in
+                ("translation_token_accuracy", "translation_nll", "translation_en2zh", "translation_zh2en")]
+        if not llm:
+            cap = captioning_accuracy(model, self.arts.vq(), tok, n=self.b["captioning_images"], seed=1000 + seed)
+            row = {**row, "table": "Captioning (fresh world renders vs ground truth)"}
+            rows += [{**row, "metric": k, "value": float(cap[k])} for k in
+                     ("caption_exact", "caption_object_recall", "caption_parsed")]
+        return rows
+
+    def nktp(self, m: Model) -> list[dict]:
+        """Stage III decoding: K tokens per step (NKTP, the bundle's schedule) vs one token per step (NTP order)."""
+        from mars_eval.generate.runner import generate_folder
+        from mars_eval.metrics.clip_score import clip_score, load_clip
+        from mars_eval.prompts import PromptSet
+
+        world = self.arts.world()
+        k = max(1, self.b["nktp_prompts"] // 4)
+        lines = [x for cat in ("color", "shape", "spatial", "complex")
+                 for x in (world / "prompts" / f"{cat}_val.txt").read_text(encoding="utf-8").splitlines()[:k]]
+        prompts = PromptSet.from_text("\n".join(lines), "nktp", str(world / "prompts"))
+        clip = load_clip(self.arts.clip_dir())
+        n_hi = 16 * 16  # the 64 px Stage III grid of the f4 world VQ
+        rows = []
+        for steps, name in ((8, "NKTP, 8 steps"), (n_hi, "one token per step (NTP order)")):
+            d = self.out / "evals" / m.key / f"nktp-{steps}"
+            t0 = time.perf_counter()
+            summary = generate_folder(m.bundle, prompts, d, base_seed=m.seed, sampler={"nktp_steps": steps},
+                                      run=self._run())
+            secs = time.perf_counter() - t0 if summary["computed"] else summary.get("seconds", float("nan"))
+            score = clip_score(d, prompts, "clip-b32-raw", clip)
+            row = {"kind": "metric", "table": "Stage III decoding: NTP vs NKTP", "label": name, "seed": m.seed,
+                   "scale": "world"}
+            rows += [{**row, "metric": "world CLIP score", "value": float(score["clip_score"])},
+                     {**row, "metric": "decoding steps", "value": float(steps)},
+                     {**row, "metric": "seconds per image", "value": secs / max(1, summary["images"])}]
+        return rows
+
+    def calibration(self) -> list[dict]:
+        from mars_eval.judges.world_calibration import judge_calibration
+        from mars_eval.judges.world_judges import WorldJudges
+
+        cal = judge_calibration(self.arts.world(), 50, 0, judges=WorldJudges.load(self.arts.judges_dir()),
+                                vq=self.arts.vq_dir())
+        row = {"kind": "metric", "table": "Judge calibration (world judges vs ground truth, true vs corrupted renders)",
+               "scale": "world"}
+        return [{**row, "label": r["category"], "metric": m, "value": float(r[k])} for r in cal
+                for m, k in (("accuracy, clean renders", "accuracy_clean"), ("accuracy, VQ renders", "accuracy_vq"))
+                if r.get(k) is not None]
+
+    def diagnostics(self, seed: int) -> list[dict]:
+        """The Fig. 5 logs: copied into OUT so that the report is built from OUT alone."""
+        rows = []
+        for expert, label in ((True, VE), (False, NO_VE)):
+            log = self.arts.stage("I", self.arts.stage("0", None), visual_expert=expert, seed=seed).parent
+            dst = self.out / "logs" / f"stageI-{'expert' if expert else 'noexpert'}-s{seed}.jsonl"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log / "train_log.jsonl", dst)
+            rows.append({"kind": "diagnostics", "label": f"{label} (Stage I)", "path": str(dst.relative_to(self.out))})
+        return rows
+
+    # -- the grid ---------------------------------------------------------------------------------------------
+    def run(self, seeds: list[int]) -> dict:
+        a, t0 = self.arts, time.perf_counter()
+        self.say("[ablate] shared artifacts: world, tokenizers, VQ, world CLIP, world judges, Stage 0 LLM")
+        llm = a.stage("0", None)
+        a.clip_dir()
+        a.judges_dir()
+        self._step("judge-calibration", self.calibration)
+        self._step("text-llm", lambda: self.text_skill(llm, "Stage 0 LLM (frozen in MARS)", 0, llm=True))
+        t1 = {"T2I-CompBench (x100)": "Table 1 (world): T2I-CompBench x 100, world judges, English prompts"}
+        t3 = {"COCO-style FID": "Table 3 (world): SemVIE and multi-stage training, COCO-like split"}
+        tz = {"T2I-CompBench (x100)": "English vs Chinese prompts: world T2I-CompBench x 100 (Stage III)"}
+        for seed in seeds:
+            models = self.models(seed)
+            by = {m.key.rsplit("-s", 1)[0]: m for m in models}
+            for m in models:
+                if m.stage in ("I", "III"):
+                    self._step(f"compbench-{m.key}", lambda m=m: self._imported(self.compbench(m), t1, m.label))
+                labels = [m.label] + (["Stage I"] if m.label == VE else [])  # the paper lists w VE = Stage I twice
+                self._step(f"coco-{m.key}", lambda m=m, labels=labels: [
+                    {**r, "label": lab} for r in self._imported(self.coco(m), t3, m.label) for lab in labels
+                    if r.get("kind", "metric") == "metric" or lab == m.label])
+            for key in ("I-expert", "I-noexpert"):
+                m = by[key]
+                self._step(f"text-{m.key}", lambda m=m: self.text_skill(m.bundle / "mars", f"{m.label} (Stage I)", m.seed))
+            final = by["III-expert"]
+            self._step(f"compbench-en-{final.key}", lambda m=final: self._imported(
+                self.out / "evals" / m.key / "compbench-en", tz, "English prompts"))
+            self._step(f"compbench-zh-{final.key}", lambda m=final: self._imported(self.compbench(m, "zh"), tz,
+                                                                                 "Chinese prompts"))
+            self._step(f"nktp-{final.key}", lambda m=final: self.nktp(m))
+        self._step("diagnostics", lambda: self.diagnostics(seeds[0]))
+        return {"seconds": round(time.perf_counter() - t0, 1), "results": str(self.results)}
+
+
+def run_ablate(preset: str, out: Path, cache: Path, seeds: int | None = None, nproc: int = 2,
+               say: Callable[[str], None] = print, **budget_overrides) -> dict:
+    """Train and evaluate the grid, then build the report (OUT/report/report.md + report.html)."""
+    from mars_eval.recipe.pipeline import Artifacts, Preset
+    from mars_eval.report.build import build_report
+
+    p = Preset.load(preset)
+    b = budget(p, seeds=seeds, **budget_overrides)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {"preset": p.name, "tables": p.tables, "budget": b}
+    spec_file = out / "ablate.json"
+    if spec_file.is_file():
+        import json
+
+        old = json.loads(spec_file.read_text(encoding="utf-8"))
+        if old != spec:
+            raise MarsEvalError(f"{out} holds an ablation with other settings ({spec_file}); use another --out")
+    else:
+        atomic_write_json(spec_file, spec)
+    arts = Artifacts(p, cache, progress=True, nproc=1)
+    summary = Ablation(arts, out, b, nproc=nproc, say=say).run(list(range(b["seeds"])))
+    rep = build_report([out], out / "report", f"MARS ablations on the world (preset {p.name}, {b['seeds']} seeds)")
+    return {**summary, **{f"report_{k}": v for k, v in rep.items()}, "seeds": b["seeds"], "preset": p.name}

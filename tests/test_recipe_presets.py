@@ -1,0 +1,59 @@
+"""Every shipped recipe preset loads and validates; bad preset files give one-line errors."""
+
+from importlib import resources
+
+import pytest
+
+from mars_eval.errors import MarsEvalError
+from mars_eval.recipe.pipeline import OPTIONAL_TABLES, TABLES, Preset
+from mars_eval.suites.ablate import DEFAULTS, budget
+
+SHIPPED = sorted(p.name.removesuffix(".toml") for p in resources.files("mars_eval.recipe").joinpath("presets").iterdir()
+                 if p.name.endswith(".toml"))
+
+
+def test_the_documented_presets_ship():
+    assert {"ci", "xs", "small"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_preset_loads(name):
+    p = Preset.load(name)
+    assert set(TABLES) <= set(p.tables) <= set(TABLES) | set(OPTIONAL_TABLES)
+    for stage in ("stage0", "stageI", "stageII", "stageIII"):
+        cfg = p.train_config(stage)
+        assert cfg.steps >= 1 and cfg.global_batch % cfg.micro_batch == 0
+        assert cfg.betas[1] == 0.95 and cfg.weight_decay == 0.1 and cfg.warmup_ratio == 0.01  # the paper's AdamW
+    b = budget(p)
+    assert set(b) == set(DEFAULTS) and all(v >= 1 for v in b.values())
+
+
+def test_presets_grow_in_size():
+    dims = {n: Preset.load(n).tables["model"]["hidden_size"] for n in ("ci", "xs", "small")}
+    assert dims["ci"] < dims["xs"] < dims["small"]
+
+
+def test_a_preset_file_with_a_missing_table_is_rejected(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[world]\nn = 10\nseed = 0\n")
+    with pytest.raises(MarsEvalError, match="missing tables"):
+        Preset.load(str(f))
+
+
+def test_a_preset_file_with_bad_toml_or_a_bad_value_is_rejected(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[world\n")
+    with pytest.raises(MarsEvalError, match="invalid TOML"):
+        Preset.load(str(f))
+    text = resources.files("mars_eval.recipe").joinpath("presets/ci.toml").read_text()
+    f.write_text(text.replace("[stageI]\nsteps = 40", "[stageI]\nsteps = -1"))
+    with pytest.raises(MarsEvalError, match=r"stageI"):
+        Preset.load(str(f))
+    f.write_text(text.replace("[ablate]\nseeds = 2", "[ablate]\nseeds = 0"))
+    with pytest.raises(MarsEvalError, match="seeds"):
+        budget(Preset.load(str(f)))
+
+
+def test_unknown_preset_names_list_the_known_ones():
+    with pytest.raises(MarsEvalError, match="known: ci, small, xs"):
+        Preset.load("huge")
