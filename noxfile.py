@@ -37,6 +37,13 @@ def browser(session):
 
 
 @nox.session
+def history(session):
+    """Append this commit's row to the CI regression history (fast world benchmark; `.ci/run` calls it)."""
+    session.run(sys.executable, "-m", "benchmarks.ci_history", *session.posargs,
+                env={"OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"})
+
+
+@nox.session
 def lint(session):
     session.run(sys.executable, "-m", "ruff", "check", "mars_eval", "mars_ref", "tests", "benchmarks", "noxfile.py")
 
