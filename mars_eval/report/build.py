@@ -56,11 +56,31 @@ def load_rows(runs: list[Path]) -> list[dict]:
         path = run / RESULTS if run.is_dir() else run
         if not path.is_file():
             raise MarsEvalError(f"no results file: {path}")
-        for r in read_jsonl(path):
+        for i, r in enumerate(read_jsonl(path), 1):
+            check_row(r, path, i)
             rows.append({**r, "_run": str(path.parent)})
     if not rows:
         raise MarsEvalError("no results rows in " + ", ".join(map(str, runs)))
     return rows
+
+
+# the fields each kind of row must have, and their types (results files are user input)
+_NEEDS = {"metric": {"metric": str, "value": (int, float, type(None))}, "diagnostics": {"label": str, "path": str},
+          "samples": {"label": str, "images_dir": str}, "history": {"metric": str, "value": (int, float)}}
+
+
+def check_row(row, path: Path, i: int, kind: str | None = None) -> None:
+    """One-line error naming the file and row for a row that the report could not use."""
+    if not isinstance(row, dict):
+        raise MarsEvalError(f"{path}: row {i} is not a JSON object")
+    for key, types in _NEEDS.get(kind or row.get("kind", "metric"), {}).items():
+        if key not in row or not isinstance(row[key], types) or isinstance(row[key], bool):
+            raise MarsEvalError(f"{path}: row {i} needs {key!r} of type "
+                                f"{'/'.join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))}, "
+                                f"got {row.get(key)!r}")
+    for key in ("label", "table"):  # optional, but text when present
+        if key in row and not isinstance(row[key], str):
+            raise MarsEvalError(f"{path}: row {i}: {key!r} must be a string, got {row[key]!r}")
 
 
 def tables(rows: list[dict]) -> list[Table]:
@@ -80,7 +100,8 @@ def tables(rows: list[dict]) -> list[Table]:
         notes = sorted({f"{r['metric']}: {r['protocol']}" for r in rs if r.get("protocol")})
         if len(seeds) > 1:
             notes.insert(0, f"mean ± 95 % CI (Student t) over {len(seeds)} seeds")
-        out.append(Table(title, labels, metrics, cells, float(rs[0].get("scale", 1.0)), notes))
+        mult = rs[0].get("scale", 1.0)  # a number multiplies; a string ("world" / "real") only names the scale
+        out.append(Table(title, labels, metrics, cells, float(mult) if isinstance(mult, int | float) else 1.0, notes))
     return out
 
 

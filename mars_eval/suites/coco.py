@@ -1,0 +1,221 @@
+"""`run_coco`: COCO-style FID / KID / CLIP score of a checkpoint.
+
+- real (`coco_dir` given): the COCO-30k captions (package data, or `captions`), each with its own
+  `evaluation_seed`, against the val2014 images in `coco_dir`; default protocol `coco` (centre crop + LANCZOS to
+  256, then clean-fid's clean resize; DESIGN.md section 4), applied to both folders. CLIP score only with real
+  CLIP weights (`clip`); without them the result says it was not computed.
+- world (default): the world's COCO-like split (world_split.py): captions of fresh scenes, disjoint from the
+  training captions, with their renders at the generator's output size as the reference; protocol `clean`;
+  CLIP score with the world CLIP (raw cosine).
+
+FID comes with KID, a bootstrap interval and FID-infinity for small sets (mars_eval.metrics.pipeline); the
+preprocessing mode is recorded with every number.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mars_eval.errors import MarsEvalError
+from mars_eval.generate.folder import read_manifest
+from mars_eval.generate.runner import ProgressFn, RunOptions, generate_folder
+from mars_eval.io import writable_dir
+from mars_eval.prompts import PromptSet
+from mars_eval.suites.common import (
+    RESULTS,
+    SCORES,
+    Bars,
+    ScoreStore,
+    append_results,
+    bundle_info,
+    check_world,
+    no_recipe,
+    output_px,
+    recipe_artifacts,
+    relative_to,
+    score_key,
+    score_resumable,
+    torch_threads,
+    write_grid_view,
+)
+
+TABLE = "COCO-style FID"
+WORLD_N = 300  # "a few hundred": FID-inf needs >= 50 per set; Inception runs ~7-14 images/s on this CPU
+REAL_N = 30000
+BASE_SEED = 42  # world split (COCO-30k captions carry their own seeds)
+CLIP_CHUNK = 32
+WORLD_CLIP_VARIANT = "clip-b32-raw"  # its definition (raw cosine, mean), computed with the world CLIP
+
+
+def _prompts(captions: Path | str | None, n: int | None) -> PromptSet:
+    prompts = PromptSet.resolve(captions) if captions is not None else PromptSet.builtin("coco-30k")
+    n = REAL_N if n is None else n
+    if n > len(prompts):
+        raise MarsEvalError(f"--n {n} exceeds the {len(prompts)} captions of {prompts.source}")
+    return prompts.head(n) if n < len(prompts) else prompts
+
+
+def _check_n(n: int | None) -> None:
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
+        raise MarsEvalError(f"n must be an integer >= 2 (FID needs two images per set), got {n!r}")
+
+
+def run_coco(ckpt: Path, out: Path, *, n: int | None = None, coco_dir: Path | None = None,
+             captions: Path | str | None = None, protocol: str | None = None, clip: Path | None = None,
+             clip_model: str | None = None, clip_variant: str = "clip-b32-raw", world: Path | None = None,
+             label: str | None = None, seed: int = 0, run: RunOptions | None = None, progress: bool = True,
+             sampler: dict | None = None, cache_dir: Path | None = None, extractor=None,
+             split_dir: Path | None = None, table: str = TABLE, on_generate: ProgressFn | None = None) -> dict:
+    """Generate (resumably) for the captions, then FID / KID / FID-inf vs the reference and CLIP score.
+
+    n: captions (world default 300, real default 30,000). protocol: clean | torch-fidelity | coco (default:
+    coco with `coco_dir`, clean on the world). clip: real CLIP weights (file + clip_model, or an open_clip
+    directory) with `clip_variant`; on the world default the recipe's world CLIP. cache_dir: Inception feature
+    cache (default: mars_eval.metrics.cache.default_cache_dir()). extractor: a loaded InceptionExtractor to
+    reuse. split_dir: where the world split is cached (default OUT/reference; share one across runs so its
+    Inception features come from the feature cache). seed: recorded in the rows (the checkpoint's training seed).
+    """
+    from mars_eval.metrics.cache import default_cache_dir
+    from mars_eval.metrics.clip_score import get_variant
+    from mars_eval.metrics.fid_infinity import BootstrapConfig, FidInfConfig
+    from mars_eval.metrics.inception import ExtractorConfig, InceptionExtractor
+    from mars_eval.metrics.pipeline import FidRunConfig, score_folders
+    from mars_eval.metrics.preprocess import PreprocessSpec
+
+    _check_n(n)
+    run = run or RunOptions()
+    if ckpt is None:
+        raise MarsEvalError("give a checkpoint (--ckpt)")
+    info = bundle_info(ckpt)
+    real = coco_dir is not None
+    variant = get_variant(clip_variant if real else WORLD_CLIP_VARIANT)
+    spec = PreprocessSpec(protocol or ("coco" if real else "clean"))
+    out = writable_dir(out)
+    label = label or Path(ckpt).name
+    bars = Bars(progress)
+    try:
+        if real:
+            from mars_eval.metrics.images import list_images
+
+            if not Path(coco_dir).is_dir():
+                raise MarsEvalError(f"COCO image folder not found: {coco_dir}")
+            ref_dir = list_images(coco_dir).root  # fails early on an empty folder
+            prompts = _prompts(captions, n)
+            base_seed, use_prompt_seeds, scale = BASE_SEED, None, "real"
+        else:
+            if captions is not None:
+                raise MarsEvalError("--captions needs --coco-dir (the world split has its own captions)")
+            from mars_eval.suites.world_split import build_split, split_prompts
+
+            arts = recipe_artifacts(ckpt, info, progress)
+            if world is None and arts is None:
+                raise no_recipe(ckpt, "world (--world) and world CLIP (--clip)")
+            if clip is None and arts is None:
+                raise no_recipe(ckpt, "world CLIP (--clip)")
+            world = check_world(Path(world) if world is not None else arts.world())
+            if clip is None:
+                clip = arts.clip_dir()
+            split = build_split(world, WORLD_N if n is None else n, output_px(ckpt, info),
+                                split_dir if split_dir is not None else out / "reference")
+            ref_dir, prompts = split / "images", split_prompts(split)
+            base_seed, use_prompt_seeds, scale = BASE_SEED, False, "world"
+
+        folder = out / "images"
+        summary = generate_folder(ckpt, prompts, folder, images_per_prompt=1, base_seed=base_seed,
+                                  use_prompt_seeds=use_prompt_seeds, sampler=sampler, run=run,
+                                  on_progress=bars.generation("generate", on_generate))
+        manifest = read_manifest(folder)
+
+        device = run.device if run.device != "cuda" else "cuda:0"
+        config = FidRunConfig(preprocess=spec, bootstrap=BootstrapConfig(seed=seed), fid_inf=FidInfConfig(seed=seed),
+                              cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir())
+        if extractor is None:
+            extractor = InceptionExtractor(ExtractorConfig(device=device))
+        advance = {}
+
+        def on_folders(fa, fb):
+            advance["f"] = bars.task("Inception features", len(fa) + len(fb))
+
+        with torch_threads(run.threads):
+            fid = score_folders(folder, ref_dir, config, extractor, on_batch=lambda k: advance["f"](k),
+                                on_folders=on_folders)
+        clip_res = None
+        if clip is not None:
+            clip_res = _clip_scores(out, folder, manifest, prompts, clip, clip_model, variant, scale, device, run,
+                                    bars)
+    finally:
+        bars.close()
+
+    clip_note = None if clip_res else ("CLIP score not computed: no CLIP weights given (--clip); real CLIP "
+                                       "weights are never downloaded")
+    rows = _rows(fid, clip_res, label, seed, scale, table, len(prompts))
+    rows.append({"kind": "samples", "label": f"{label}: COCO-style" + (" (world)" if scale == "world" else ""),
+                 "images_dir": relative_to(folder, out), "limit": 24})
+    appended = append_results(out / RESULTS, rows)
+    keep = ("fid", "kid", "kid_std", "fid_ci_low", "fid_ci_high", "fid_ci_level", "fid_inf", "fid_inf_valid",
+            "n_a", "n_b", "protocol", "preprocessing", "cache_hit_a", "cache_hit_b", "extractor_sha256",
+            "extractor_precision")
+    return {"scale": scale, "label": label, "n": len(prompts), **{k: fid.get(k) for k in keep},
+            "clip_score": clip_res["clip_score"] if clip_res else None,
+            "clip_variant": clip_res["variant"] if clip_res else None,
+            "clip_model": clip_res["model"] if clip_res else None, "clip_note": clip_note,
+            "clip_scored": clip_res["computed"] if clip_res else 0, "generated": summary["computed"],
+            "images_dir": str(folder), "reference_dir": str(ref_dir), "prompts": prompts.name,
+            "rows_appended": appended, "out": str(out), "results": str(out / RESULTS),
+            "scores_file": str(out / SCORES)}
+
+
+def _clip_scores(out: Path, folder: Path, manifest: list[dict], prompts: PromptSet, clip: Path,
+                 clip_model: str | None, variant, scale: str, device: str, run: RunOptions, bars: Bars) -> dict:
+    """Per-image cosines (resumable, in OUT/scores.jsonl) aggregated with the variant's definition."""
+    import numpy as np
+
+    from mars_eval.metrics.clip_score import cosines, load_clip
+
+    loaded = load_clip(clip, clip_model or (None if Path(clip).is_dir() else variant.model), device=device)
+    prefix = variant.text_prefix
+    files = [relative_to(folder / r["file"], out) for r in manifest]
+    keys = [score_key(clip=loaded.checkpoint_sha256, model=loaded.model_name, prefix=prefix, prompt=r["prompt"],
+                      file=f, sha256=r["sha256"]) for r, f in zip(manifest, files, strict=True)]
+
+    def compute(pos: range) -> list[dict]:
+        part = [manifest[i] for i in pos]
+        with torch_threads(run.threads):
+            cos = cosines(loaded, [folder / r["file"] for r in part], [prefix + r["prompt"] for r in part],
+                          batch_size=CLIP_CHUNK)
+        return [{"suite": "coco", "scale": scale, "prompt_index": r["prompt_index"], "prompt": r["prompt"],
+                 "file": files[i], "sha256": r["sha256"], "clip": loaded.checkpoint_sha256,
+                 "clip_model": loaded.model_name, "text_prefix": prefix, "cos": float(c)}
+                for i, r, c in zip(pos, part, cos, strict=True)]
+
+    store = ScoreStore(out / SCORES)
+    rows, computed = score_resumable(store, keys, CLIP_CHUNK, compute, bars.task("CLIP score", len(keys)))
+    store.compact()
+    cos = np.array([r["cos"] for r in rows])
+    write_grid_view(folder, {r["file"]: float(c) for r, c in zip(manifest, variant.per_image(cos), strict=True)})
+    world = scale == "world"
+    name = "world-clip-raw" if world else variant.name
+    definition = ("raw cosine (the clip-b32-raw definition) with the world CLIP" if world
+                  else variant.source + ("" if loaded.model_name == variant.model else
+                                         f"; model {loaded.model_name}, not the variant's {variant.model}"))
+    return {"clip_score": variant.aggregate(cos), "clip_score_std": float(variant.per_image(cos).std()),
+            "variant": name, "definition": definition, "model": loaded.model_name,
+            "checkpoint_sha256": loaded.checkpoint_sha256, "computed": computed}
+
+
+def _rows(fid: dict, clip: dict | None, label: str, seed: int, scale: str, table: str, n: int) -> list[dict]:
+    base = {"kind": "metric", "table": table, "label": label, "seed": seed, "scale": scale, "n": n,
+            "n_reference": fid["n_b"]}
+    proto = f"{fid['preprocessing']}; Inception {fid['extractor_sha256'][:12]} {fid['extractor_precision']}"
+    rows = [{**base, "metric": "FID", "value": fid["fid"], "protocol": proto,
+             "ci_low": fid.get("fid_ci_low"), "ci_high": fid.get("fid_ci_high"), "ci_level": fid.get("fid_ci_level")},
+            {**base, "metric": "KID (x1000)", "value": 1000 * fid["kid"], "protocol": proto,
+             "std": 1000 * fid["kid_std"]}]
+    if fid.get("fid_inf") is not None:
+        rows.append({**base, "metric": "FID-inf", "value": fid["fid_inf"], "protocol": proto,
+                     "valid": fid["fid_inf_valid"]})
+    if clip is not None:
+        rows.append({**base, "metric": f"CLIP score ({clip['variant']})", "value": clip["clip_score"],
+                     "protocol": f"{clip['definition']}; CLIP {clip['checkpoint_sha256'][:12]}",
+                     "std": clip["clip_score_std"]})
+    return rows
