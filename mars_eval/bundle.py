@@ -47,12 +47,36 @@ class BundleInfo:
         except (OSError, json.JSONDecodeError) as e:
             raise MarsEvalError(f"{path}: unreadable ({e})") from None
         known = set(cls.__dataclass_fields__)
-        if not isinstance(d, dict) or set(d) - known:
-            raise MarsEvalError(f"{path}: unknown fields {sorted(set(d) - known) if isinstance(d, dict) else d!r}")
+        if not isinstance(d, dict):
+            raise MarsEvalError(f"{path}: not a JSON object")
+        if set(d) - known:
+            raise MarsEvalError(f"{path}: unknown fields {sorted(set(d) - known)}")
+        for k, v in d.items():
+            if not _FIELD_OK[k](v):
+                raise MarsEvalError(f"{path}: field {k!r} has an invalid value {v!r}")
         for k in ("image_px", "hires_px"):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_px(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v)
+
+
+# bundle.json is user input: each field's type is checked before it reaches the sampler
+_FIELD_OK = {"stage": lambda v: v in ("I", "II", "III"), "variant": lambda v: isinstance(v, str),
+             "image_px": _is_px, "hires_px": lambda v: v is None or _is_px(v), "cfg_scale": _is_num,
+             "temperature": _is_num, "top_k": lambda v: v is None or _is_int(v),
+             "top_p": lambda v: v is None or _is_num(v), "nktp_steps": _is_int, "extra": lambda v: isinstance(v, dict)}
 
 
 class Bundle:

@@ -65,7 +65,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise MarsEvalError(f"cannot read {path}: {e.strerror or e}") from None
-    for i, line in enumerate(text.splitlines(), 1):
+    for i, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 etc. may stand raw in JSON strings
         if not line.strip():
             continue
         try:

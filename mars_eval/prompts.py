@@ -107,8 +107,12 @@ class PromptSet:
                 continue
             _check_text(t, source, reader.line_num)
             seed = row.get("evaluation_seed")
+            try:
+                seed = int(seed) if seed not in (None, "") else None
+            except ValueError:
+                raise MarsEvalError(f"{source}:{reader.line_num}: evaluation_seed {seed!r} is not an integer") from None
             meta = {k: v for k, v in row.items() if k not in (key, "evaluation_seed") and k is not None}
-            prompts.append(Prompt(len(prompts), t, int(seed) if seed not in (None, "") else None, meta))
+            prompts.append(Prompt(len(prompts), t, seed, meta))
         if not prompts:
             raise MarsEvalError(f"{source}: no prompts")
         return cls(name, tuple(prompts), source)
@@ -117,7 +121,8 @@ class PromptSet:
     def from_jsonl(cls, text: str, name: str, source: str) -> PromptSet:
         """GenEval `evaluation_metadata.jsonl` layout: one object per line with a `prompt` key."""
         prompts = []
-        for lineno, line in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
+        # split on "\n" only: str.splitlines would also break at U+2028 etc., which JSON strings may hold raw
+        for lineno, line in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
             if not line.strip():
                 continue
             try:

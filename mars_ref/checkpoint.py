@@ -91,7 +91,9 @@ def save_model(model: MarsModel, directory: str | Path) -> Path:
 
     d = Path(directory)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {"format": "pt", "mars_config": model.config.to_json()}
+    # one metadata key: safetensors writes the metadata map in a random order, so two keys would make the same
+    # weights give different bytes (and bundle digests) from run to run
+    meta = {"mars_config": model.config.to_json()}
     atomic_write(d / WEIGHTS, lambda p: save_file(tensors, str(p), metadata=meta))
     atomic_write_text(d / CONFIG, model.config.to_json())
     return d

@@ -30,7 +30,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from mars_eval.errors import MarsEvalError
+from mars_eval.errors import LOAD_ERRORS, MarsEvalError, load_failure
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ class BlipVqaJudge:
         try:
             self.processor = BlipProcessor.from_pretrained(model_dir, local_files_only=True)
             self.model = BlipForQuestionAnswering.from_pretrained(model_dir, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise MarsEvalError(f"cannot load BLIP-VQA from {model_dir}: {str(e).splitlines()[0]}") from None
+        except LOAD_ERRORS as e:
+            raise MarsEvalError(f"cannot load BLIP-VQA from {model_dir}: {load_failure(e)[:300]}") from None
         self.model.eval().to(self.config.device)
         tok = self.processor.tokenizer
         self.yes_id, self.no_id = self._single_token("yes"), self._single_token("no")

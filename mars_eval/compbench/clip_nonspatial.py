@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from mars_eval.compbench.noun_phrases import Parse
-from mars_eval.errors import MarsEvalError
+from mars_eval.errors import LOAD_ERRORS, MarsEvalError, load_failure
 
 DEFAULT_CLIP_MODEL = "ViT-B-32-quickgelu"
 
@@ -43,8 +43,8 @@ class ClipJudge:
                 model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(ckpt),
                                                                              device=device)
                 self.tokenizer = open_clip.get_tokenizer(model_name)
-        except (RuntimeError, ValueError, OSError, KeyError) as e:
-            raise MarsEvalError(f"cannot load CLIP {model_name!r} from {ckpt}: {str(e).splitlines()[0]}") from None
+        except LOAD_ERRORS as e:
+            raise MarsEvalError(f"cannot load CLIP {model_name!r} from {ckpt}: {load_failure(e)[:300]}") from None
         self.model, self.preprocess = model.eval(), preprocess
         self.device, self.batch_size = device, batch_size
         self.name = f"open_clip:{model_name if not ckpt.is_dir() else ckpt.name}"

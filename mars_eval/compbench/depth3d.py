@@ -29,7 +29,7 @@ from PIL import Image
 
 from mars_eval.compbench.detector import Detection
 from mars_eval.compbench.detector_spatial import iou
-from mars_eval.errors import MarsEvalError
+from mars_eval.errors import LOAD_ERRORS, MarsEvalError, load_failure
 
 RELATIONS_3D = ("in front of", "behind", "hidden")
 
@@ -58,8 +58,8 @@ class DepthJudge:
         try:
             self.processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
             self.model = AutoModelForDepthEstimation.from_pretrained(model_dir, local_files_only=True)
-        except (OSError, ValueError, KeyError) as e:
-            raise MarsEvalError(f"cannot load a depth model from {model_dir}: {str(e).splitlines()[0]}") from None
+        except LOAD_ERRORS as e:
+            raise MarsEvalError(f"cannot load a depth model from {model_dir}: {load_failure(e)[:300]}") from None
         self.model.eval().to(self.config.device)
         self.name = f"{self.model.config.model_type}:{model_dir.name}"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from mars_eval.errors import MarsEvalError
+from mars_eval.errors import LOAD_ERRORS, MarsEvalError, load_failure
 
 OPEN_VOCAB_TYPES = ("owlvit", "owlv2")
 
@@ -78,8 +78,8 @@ class HFDetector:
             else:
                 self.processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
                 self.model = AutoModelForObjectDetection.from_pretrained(model_dir, local_files_only=True)
-        except (OSError, ValueError, KeyError) as e:
-            raise MarsEvalError(f"cannot load a detector from {model_dir}: {str(e).splitlines()[0]}") from None
+        except LOAD_ERRORS as e:
+            raise MarsEvalError(f"cannot load a detector from {model_dir}: {load_failure(e)[:300]}") from None
         self.model.eval().to(self.config.device)
         self.model_type = model_type
         self.threshold = self.config.threshold if self.config.threshold is not None else (0.1 if self.open_vocab else 0.5)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mars_eval.errors import MarsEvalError
+from mars_eval.errors import LOAD_ERRORS, MarsEvalError, load_failure
 from mars_eval.metrics.images import ImageFolder, list_images, load_rgb
 from mars_eval.metrics.inception import sha256_file
 from mars_eval.prompts import PromptSet
@@ -92,13 +92,34 @@ class LoadedClip:
     device: torch.device
 
 
-def _check_offline(cfg: dict | None, where: str) -> None:
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def _has_tokenizer(d: Path) -> bool:
+    return any((d / f).is_file() for f in TOKENIZER_FILES)
+
+
+def _check_offline(cfg: dict | None, where: str, local_dir: Path | None = None) -> Path | None:
+    """Refuse configs that would reach the Hugging Face Hub. Returns a local tokenizer directory to use instead
+    of `text_cfg.hf_tokenizer_name`, or None to keep it.
+
+    `local_dir`: the checkpoint's own directory (`local-dir:` folder, or the folder of a model-config JSON).
+    open_clip's `local-dir:` loader always reads the tokenizer from that folder, whatever `hf_tokenizer_name`
+    says (a world CLIP records the absolute path it was saved at), so a checkpoint folder that was moved or
+    copied elsewhere still loads as long as it holds its tokenizer files."""
     text = (cfg or {}).get("text_cfg", {})
-    for key in ("hf_model_name", "hf_tokenizer_name"):
-        name = text.get(key)
-        if name and not Path(name).is_dir():
-            raise MarsEvalError(f"{where}: text_cfg.{key}={name!r} would download from the Hugging Face Hub; "
-                                "use a local directory")
+    name = text.get("hf_model_name")
+    if name and not Path(name).is_dir():  # the text tower itself would be fetched
+        raise MarsEvalError(f"{where}: text_cfg.hf_model_name={name!r} would download from the Hugging Face Hub; "
+                            "use a local directory")
+    name = text.get("hf_tokenizer_name")
+    if not name or Path(name).is_dir():
+        return None
+    if local_dir is not None and _has_tokenizer(local_dir):
+        return local_dir
+    raise MarsEvalError(f"{where}: text_cfg.hf_tokenizer_name={name!r} would download from the Hugging Face Hub "
+                        f"and {local_dir or 'the checkpoint folder'} holds no {' / '.join(TOKENIZER_FILES)}; "
+                        "use a local directory")
 
 
 def load_clip(checkpoint: str | Path, model_name: str | None = None, device: str = "cpu") -> LoadedClip:
@@ -126,11 +147,11 @@ def load_clip(checkpoint: str | Path, model_name: str | None = None, device: str
                 raise MarsEvalError(f"{cfg_path}: not a JSON config ({e})") from None
             if not isinstance(local_cfg, dict) or "model_cfg" not in local_cfg:
                 raise MarsEvalError(f"{cfg_path}: missing 'model_cfg'")
-            _check_offline(local_cfg["model_cfg"], str(cfg_path))
+            _check_offline(local_cfg["model_cfg"], str(cfg_path), ckpt)  # local-dir: reads ckpt's tokenizer
             weight_files = sorted(p for ext in ("*.safetensors", "*.bin", "*.pth") for p in ckpt.glob(ext))
             if not weight_files:
                 raise MarsEvalError(f"{ckpt}: no weights file (*.safetensors, *.bin, *.pth) next to the config")
-            name = f"local-dir:{ckpt}"
+            name, tok_dir = f"local-dir:{ckpt}", None  # open_clip reads the tokenizer from ckpt itself
             model, _, preprocess = open_clip.create_model_and_transforms(name, device=device)
             digest = _digest([cfg_path, *weight_files])
         else:
@@ -144,18 +165,25 @@ def load_clip(checkpoint: str | Path, model_name: str | None = None, device: str
                 open_clip.add_model_config(cfg_file)
                 name = cfg_file.stem
             cfg = open_clip.get_model_config(name)
+            cfg_dir = Path(model_name).expanduser().resolve().parent if model_name.endswith(".json") else None
             if cfg is None:
                 raise MarsEvalError(f"unknown open_clip model {name!r} (give a built-in name such as ViT-B-32 or a "
                                     "path to a model-config JSON)")
-            _check_offline(cfg, f"model {name}")
+            tok_dir = _check_offline(cfg, f"model {name}", cfg_dir)
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(ckpt), device=device)
             digest = sha256_file(ckpt)
-        tokenizer = open_clip.get_tokenizer(name)
+        if tok_dir is not None:  # the config's tokenizer path is stale (moved checkpoint): its folder's copy
+            from open_clip.tokenizer import HFTokenizer
+
+            text = cfg.get("text_cfg", {})
+            tokenizer = HFTokenizer(str(tok_dir), context_length=text.get("context_length", 77),
+                                    tokenizer_mode=text.get("tokenizer_mode"), **text.get("tokenizer_kwargs", {}))
+        else:
+            tokenizer = open_clip.get_tokenizer(name)
     except MarsEvalError:
         raise
-    except (RuntimeError, ValueError, KeyError, OSError) as e:
-        msg = " ".join(str(e).split())
-        raise MarsEvalError(f"cannot load CLIP checkpoint {ckpt}: {msg[:300]}") from None
+    except LOAD_ERRORS as e:
+        raise MarsEvalError(f"cannot load CLIP checkpoint {ckpt}: {load_failure(e)[:300]}") from None
     model.eval()
     return LoadedClip(model, preprocess, tokenizer, name, ckpt, digest, torch.device(device))
 

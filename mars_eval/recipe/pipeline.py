@@ -46,6 +46,8 @@ class Preset:
                 text, source = path.read_text(encoding="utf-8"), str(path)
             except OSError as e:
                 raise MarsEvalError(f"cannot read preset {path}: {e.strerror or e}") from None
+            except UnicodeDecodeError:
+                raise MarsEvalError(f"cannot read preset {path}: not UTF-8 text") from None
         try:
             tables = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -55,12 +57,48 @@ class Preset:
         if unknown or missing:
             raise MarsEvalError(f"{source}: unknown tables {unknown}, missing tables {missing}")
         preset = cls(path.stem if path.suffix else spec, tables)
+        _check_tables(tables, source)  # validate now, not an hour into a run
         for st in ("stage0", "stageI", "stageII", "stageIII"):
-            preset.train_config(st)  # validate now, not an hour into a run
+            try:
+                preset.train_config(st)
+            except MarsEvalError as e:
+                raise MarsEvalError(f"{source}: {e}") from None
         return preset
 
     def train_config(self, table: str, **overrides) -> TrainConfig:
         return TrainConfig.from_dict({**self.tables[table], **overrides}, source=f"preset {self.name} [{table}]")
+
+
+def _check_tables(tables: dict, source: str) -> None:
+    """The world, tokenizer, VQ and model tables, checked the way the artifacts will use them."""
+    from mars_ref.config import MarsConfig
+    from mars_ref.errors import MarsRefError
+    from mars_ref.vq import vq_preset
+    from mars_ref.vq_train import VQTrainConfig
+
+    def check(table: str, fn) -> None:
+        try:
+            fn(dict(tables[table]))
+        except (MarsRefError, TypeError, ValueError, KeyError) as e:
+            msg = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+            raise MarsEvalError(f"{source} [{table}]: {msg}") from None
+
+    def ints(**bounds):
+        def fn(t: dict) -> None:
+            for k, low in bounds.items():
+                if not isinstance(t[k], int) or isinstance(t[k], bool) or t[k] < low:
+                    raise ValueError(f"{k} must be an integer >= {low}, got {t[k]!r}")
+        return fn
+
+    def vq(t: dict) -> None:
+        vq_preset(t.pop("preset"))
+        VQTrainConfig(**t)
+
+    check("world", ints(n=1, seed=0))
+    check("tokenizer", ints(vocab_size=1))
+    check("vq", vq)
+    check("model", lambda t: MarsConfig(name="check", text_vocab_size=tables["tokenizer"]["vocab_size"],
+                                        codebook_size=vq_preset(tables["vq"]["preset"]).codebook_size, **t))
 
 
 class Artifacts:

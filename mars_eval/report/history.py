@@ -29,7 +29,11 @@ def regressions(values: list[float], metric: str, rel_tol: float) -> list[int]:
 
 
 def history_report(path: Path, out: Path, rel_tol: float = 0.05) -> dict:
+    from mars_eval.report.build import check_row
+
     rows = read_rows(path)
+    for i, r in enumerate(rows, 1):
+        check_row(r, path, i, kind="history")
     series: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
     for r in rows:
         series[r["metric"]].append((r.get("time", ""), r.get("commit", "?"), float(r["value"])))

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mars_eval.errors import MarsEvalError
+from mars_eval.errors import LOAD_ERRORS, MarsEvalError, load_failure
 from mars_eval.world_clip.config import WorldClipConfig
 from mars_eval.world_clip.data import LANGS, PairSet, load_images, normalise, read_pairs, shift
 from mars_eval.world_clip.retrieval import embed, top1_in_batch
-from mars_eval.world_clip.scenes import SceneStream, val_prompts
+from mars_eval.world_clip.scenes import ScenePool, SceneStream, val_prompts
 from mars_eval.world_clip.store import staged_dir
 from mars_ref.world.captions import caption
 
@@ -76,6 +76,7 @@ def train_clip_model(model, train: PairSet, cfg: WorldClipConfig, progress: Prog
                             eps=1e-6)
     loss_fn = open_clip.ClipLoss()
     batch = min(cfg.batch_size - n_fresh, len(train))
+    pool = ScenePool(stream, max(cfg.fresh_pool, n_fresh), cfg.fresh_refresh) if n_fresh and cfg.fresh_pool else None
     losses = []
     model.train()
     for step in range(cfg.steps):
@@ -86,7 +87,7 @@ def train_clip_model(model, train: PairSet, cfg: WorldClipConfig, progress: Prog
         text = torch.where(use_zh[:batch, None], train.tokens["zh"][idx], train.tokens["en"][idx])  # (b, T)
         images = train.images[idx]  # (b, 3, H, W) uint8
         if n_fresh:
-            fresh_images, scenes = stream.batch(n_fresh)
+            fresh_images, scenes = pool.batch(n_fresh, gen) if pool is not None else stream.batch(n_fresh)
             fresh_text = tokenizer([caption(sc, "zh" if z else "en") for sc, z in zip(scenes, use_zh[batch:].tolist(),
                                                                                         strict=True)])
             images, text = torch.cat([images, fresh_images]), torch.cat([text, fresh_text.long()])  # (B, ...)
@@ -200,7 +201,7 @@ def load_world_clip(path: str | Path, device: str = "cpu"):
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(name, device=device)
         tokenizer = open_clip.get_tokenizer(name)
-    except (RuntimeError, ValueError, OSError) as e:
-        raise MarsEvalError(f"cannot load world CLIP {path}: {' '.join(str(e).split())[:300]}") from None
+    except LOAD_ERRORS as e:
+        raise MarsEvalError(f"cannot load world CLIP {path}: {load_failure(e)[:300]}") from None
     model.eval()
     return model, preprocess, tokenizer
