@@ -21,7 +21,7 @@ def ablate(
         "runs/ablate"),
     cache: Annotated[Path, typer.Option(help="Artifact cache shared with `train stage`: world, tokenizers, "
                                              "VQ, CLIP, judges and trained stages.")] = Path("runs/cache"),
-    nproc: Annotated[int, typer.Option(help="Generation processes.")] = 2,
+    nproc: Annotated[int, typer.Option(help="Generation processes (1: in-process with 2 threads).")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """With vs without the visual expert, Stage I -> II -> III, NTP vs NKTP decoding, EN vs ZH, over seeds.

@@ -181,10 +181,11 @@ class Artifacts:
     def clip_dir(self) -> Path:
         """The world CLIP (open_clip local format) behind the world CLIP score."""
         from mars_eval.world_clip import WorldClipConfig, train_world_clip
+        from mars_eval.world_clip.train import FORMAT as CLIP_FORMAT
 
         world = self.world()
         t = dict(self.preset.tables.get("clip", {}))
-        d = self._dir("clip", {**t, "world": str(world)})
+        d = self._dir("clip", {**t, "world": str(world), "format": CLIP_FORMAT})
         if not self.done(d):
             shutil.rmtree(d, ignore_errors=True)
             summary = train_world_clip(world, d / "clip", WorldClipConfig(**t))
@@ -195,11 +196,12 @@ class Artifacts:
         """The world judges (world detector), trained on clean renders and on this preset's VQ reconstructions."""
         from mars_eval.judges.world_detector import DetectorConfig
         from mars_eval.judges.world_detector_train import DetectorTrainConfig
+        from mars_eval.judges.world_judges import FORMAT as JUDGES_FORMAT
         from mars_eval.judges.world_judges import train_world_judges
 
         world, vq = self.world(), self.vq_dir()
         t = dict(self.preset.tables.get("judges", {}))
-        d = self._dir("judges", {**t, "world": str(world), "vq": str(vq)})
+        d = self._dir("judges", {**t, "world": str(world), "vq": str(vq), "format": JUDGES_FORMAT})
         if not self.done(d):
             shutil.rmtree(d, ignore_errors=True)
             width = t.pop("width", DetectorConfig().width)

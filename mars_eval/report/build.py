@@ -97,7 +97,11 @@ def tables(rows: list[dict]) -> list[Table]:
             vals[(r.get("label", r["_run"]), r["metric"])].append(r["value"])
         cells = {k: mean_ci(v) for k, v in vals.items()}
         seeds = sorted({r.get("seed") for r in rs if r.get("seed") is not None})
-        notes = sorted({f"{r['metric']}: {r['protocol']}" for r in rs if r.get("protocol")})
+        protocols = {r["protocol"] for r in rs if r.get("protocol")}
+        if len(protocols) == 1:  # one protocol for the whole table: say it once
+            notes = [f"protocol: {protocols.pop()}"]
+        else:
+            notes = sorted({f"{r['metric']}: {r['protocol']}" for r in rs if r.get("protocol")})
         if len(seeds) > 1:
             notes.insert(0, f"mean ± 95 % CI (Student t) over {len(seeds)} seeds")
         mult = rs[0].get("scale", 1.0)  # a number multiplies; a string ("world" / "real") only names the scale

@@ -42,6 +42,9 @@ DEFAULTS = {
 }
 
 VE, NO_VE = "w Visual Expert", "w/o Visual Expert"
+TABLE1 = "Table 1 (world): T2I-CompBench x 100, world judges, English prompts"
+TABLE3 = "Table 3 (world): SemVIE and multi-stage training, COCO-like split"
+TABLE_LANG = "English vs Chinese prompts: world T2I-CompBench x 100 (Stage III)"
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,11 @@ def budget(preset, **overrides) -> dict:
 
 
 class Ablation:
-    def __init__(self, arts, out: Path, b: dict, nproc: int = 2, say: Callable[[str], None] = print):
+    def __init__(self, arts, out: Path, b: dict, nproc: int = 1, say: Callable[[str], None] = print):
         self.arts, self.out, self.b, self.nproc, self.say = arts, out, b, nproc, say
         self.results = out / RESULTS_FILE
         self.done_marks = out / "steps"  # one marker per finished evaluation: a resumed run skips it
+        self._extractor = None
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
     def _step(self, name: str, fn: Callable[[], list[dict]]) -> None:
@@ -111,37 +115,48 @@ class Ablation:
         return out
 
     # -- evaluations ------------------------------------------------------------------------------------------
-    def _imported(self, eval_dir: Path, tables: dict[str, str], label: str) -> list[dict]:
-        """Rows of a suite run (eval_dir/results.jsonl) under the ablation's table names; image paths re-rooted."""
+    def _imported(self, eval_dir: Path, label: str | None = None, samples: bool = True,
+                  table: str | None = None) -> list[dict]:
+        """The metric rows of a suite run (eval_dir/results.jsonl), relabelled; image paths re-rooted to OUT."""
         rows = []
         for r in read_jsonl(eval_dir / RESULTS_FILE):
-            if r.get("kind", "metric") == "metric" and r.get("table") in tables:
-                rows.append({**r, "table": tables[r["table"]], "label": label})
-            elif r.get("kind") == "samples":
-                rows.append({**r, "label": label, "images_dir": str((eval_dir / r["images_dir"]).relative_to(self.out))})
+            if r.get("kind", "metric") == "metric":
+                rows.append({**r, "label": label or r["label"], "table": table or r["table"]})
+            elif r.get("kind") == "samples" and samples:
+                rows.append({**r, "images_dir": str((eval_dir / r["images_dir"]).relative_to(self.out))})
         return rows
 
-    def compbench(self, m: Model, lang: str = "en") -> Path:
+    def compbench(self, m: Model, lang: str, table: str, calibration_n: int = 0) -> Path:
         from mars_eval.suites.compbench import run_compbench
 
         d = self.out / "evals" / m.key / f"compbench-{lang}"
         run_compbench(m.bundle, d, limit=self.b["compbench_prompts"], images_per_prompt=self.b["images_per_prompt"],
                       lang=lang, world=self.arts.world(), world_judges=self.arts.judges_dir(), label=m.label,
-                      seed=m.seed, run=self._run(), progress=True)
+                      seed=m.seed, run=self._run(), progress=True, calibration_n=calibration_n, table=table)
         return d
 
-    def coco(self, m: Model) -> Path:
+    def coco(self, m: Model, table: str) -> Path:
         from mars_eval.suites.coco import run_coco
 
         d = self.out / "evals" / m.key / "coco"
-        run_coco(m.bundle, d, n=self.b["coco_n"], clip=self.arts.clip_dir(), label=m.label, seed=m.seed,
-                 run=self._run(), progress=True)
+        run_coco(m.bundle, d, n=self.b["coco_n"], world=self.arts.world(), clip=self.arts.clip_dir(), label=m.label,
+                 seed=m.seed, run=self._run(), progress=True, extractor=self._inception(),
+                 split_dir=self.out / "coco-reference", table=table)
         return d
+
+    def _inception(self):
+        if self._extractor is None:
+            from mars_eval.metrics.inception import ExtractorConfig, InceptionExtractor
+
+            self._extractor = InceptionExtractor(ExtractorConfig())
+        return self._extractor
 
     def _run(self):
         from mars_eval.generate.runner import RunOptions
 
-        return RunOptions(batch_size=self.b["batch_size"], nproc=self.nproc)
+        # one process with 2 threads by default: the grid makes many small folders, and a worker process per
+        # folder would spend more time starting than generating
+        return RunOptions(batch_size=self.b["batch_size"], nproc=self.nproc, threads=2 if self.nproc == 1 else 1)
 
     def text_skill(self, model_dir: Path | None, label: str, seed: int, llm: bool = False) -> list[dict]:
         """Translation (exact and teacher-forced) of the Stage 0 LLM or a MARS model; + captioning for MARS."""
@@ -203,18 +218,6 @@ class Ablation:
                      {**row, "metric": "seconds per image", "value": secs / max(1, summary["images"])}]
         return rows
 
-    def calibration(self) -> list[dict]:
-        from mars_eval.judges.world_calibration import judge_calibration
-        from mars_eval.judges.world_judges import WorldJudges
-
-        cal = judge_calibration(self.arts.world(), 50, 0, judges=WorldJudges.load(self.arts.judges_dir()),
-                                vq=self.arts.vq_dir())
-        row = {"kind": "metric", "table": "Judge calibration (world judges vs ground truth, true vs corrupted renders)",
-               "scale": "world"}
-        return [{**row, "label": r["category"], "metric": m, "value": float(r[k])} for r in cal
-                for m, k in (("accuracy, clean renders", "accuracy_clean"), ("accuracy, VQ renders", "accuracy_vq"))
-                if r.get(k) is not None]
-
     def diagnostics(self, seed: int) -> list[dict]:
         """The Fig. 5 logs: copied into OUT so that the report is built from OUT alone."""
         rows = []
@@ -233,35 +236,40 @@ class Ablation:
         llm = a.stage("0", None)
         a.clip_dir()
         a.judges_dir()
-        self._step("judge-calibration", self.calibration)
         self._step("text-llm", lambda: self.text_skill(llm, "Stage 0 LLM (frozen in MARS)", 0, llm=True))
-        t1 = {"T2I-CompBench (x100)": "Table 1 (world): T2I-CompBench x 100, world judges, English prompts"}
-        t3 = {"COCO-style FID": "Table 3 (world): SemVIE and multi-stage training, COCO-like split"}
-        tz = {"T2I-CompBench (x100)": "English vs Chinese prompts: world T2I-CompBench x 100 (Stage III)"}
         for seed in seeds:
             models = self.models(seed)
             by = {m.key.rsplit("-s", 1)[0]: m for m in models}
+            first = seed == seeds[0]
             for m in models:
-                if m.stage in ("I", "III"):
-                    self._step(f"compbench-{m.key}", lambda m=m: self._imported(self.compbench(m), t1, m.label))
-                labels = [m.label] + (["Stage I"] if m.label == VE else [])  # the paper lists w VE = Stage I twice
-                self._step(f"coco-{m.key}", lambda m=m, labels=labels: [
-                    {**r, "label": lab} for r in self._imported(self.coco(m), t3, m.label) for lab in labels
-                    if r.get("kind", "metric") == "metric" or lab == m.label])
+                if m.stage in ("I", "III"):  # Table 1; the judge-calibration table comes with the first run
+                    cal = self.b["compbench_prompts"] * 4 if first and m is models[0] else 0
+                    self._step(f"compbench-{m.key}", lambda m=m, cal=cal, first=first: self._imported(
+                        self.compbench(m, "en", TABLE1, cal), samples=first and m.stage == "III"))
+                self._step(f"coco-{m.key}", lambda m=m, first=first: self._table3(
+                    m, self._imported(self.coco(m, TABLE3), samples=first)))
             for key in ("I-expert", "I-noexpert"):
                 m = by[key]
-                self._step(f"text-{m.key}", lambda m=m: self.text_skill(m.bundle / "mars", f"{m.label} (Stage I)", m.seed))
+                self._step(f"text-{m.key}", lambda m=m: self.text_skill(m.bundle / "mars", f"{m.label} (Stage I)",
+                                                                        m.seed))
             final = by["III-expert"]
-            self._step(f"compbench-en-{final.key}", lambda m=final: self._imported(
-                self.out / "evals" / m.key / "compbench-en", tz, "English prompts"))
-            self._step(f"compbench-zh-{final.key}", lambda m=final: self._imported(self.compbench(m, "zh"), tz,
-                                                                                 "Chinese prompts"))
+            self._step(f"lang-{final.key}", lambda m=final, first=first: [
+                *self._imported(self.out / "evals" / m.key / "compbench-en", "English prompts", samples=False,
+                                table=TABLE_LANG),
+                *self._imported(self.compbench(m, "zh", TABLE_LANG), "Chinese prompts", samples=first)])
             self._step(f"nktp-{final.key}", lambda m=final: self.nktp(m))
         self._step("diagnostics", lambda: self.diagnostics(seeds[0]))
         return {"seconds": round(time.perf_counter() - t0, 1), "results": str(self.results)}
 
+    @staticmethod
+    def _table3(m: Model, rows: list[dict]) -> list[dict]:
+        """The paper's Table 3 lists the Stage I expert model twice: as "w Visual Expert" and as "Stage-I"."""
+        if m.label != VE:
+            return rows
+        return rows + [{**r, "label": "Stage I"} for r in rows if r.get("kind", "metric") == "metric"]
 
-def run_ablate(preset: str, out: Path, cache: Path, seeds: int | None = None, nproc: int = 2,
+
+def run_ablate(preset: str, out: Path, cache: Path, seeds: int | None = None, nproc: int = 1,
                say: Callable[[str], None] = print, **budget_overrides) -> dict:
     """Train and evaluate the grid, then build the report (OUT/report/report.md + report.html)."""
     from mars_eval.recipe.pipeline import Artifacts, Preset
