@@ -57,4 +57,6 @@ def test_ablate_ci_preset_end_to_end_and_resume(tmp_path):
     spec = json.loads((out / "ablate.json").read_text())
     assert spec["budget"]["seeds"] == 2
     # other settings in the same folder are refused
-    assert main(argv + ["--seeds", "3"]) == 1
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--seeds", "3"])
+    assert e.value.code == 1
