@@ -84,6 +84,40 @@ def test_open_clip_and_metrics_loaders_reproduce_the_reported_retrieval(trained,
     assert torch.allclose(clip2.model.encode_image(x[:2]), b)
 
 
+def test_a_moved_directory_still_loads(world, tmp_path):
+    """The saved config records the absolute path it was written at (hf_tokenizer_name); a directory moved
+    elsewhere loads through open_clip's local-dir route, the metrics loader and the model-config route, with
+    the same tokens and embeddings."""
+    import shutil
+
+    from mars_eval.metrics.clip_score import load_clip
+
+    first = tmp_path / "first" / "clip"
+    train_world_clip(world, first, WorldClipConfig(**TINY))
+    model, _, tok = load_world_clip(first)
+    text = ["a red ball on the left of two blue boxes", "一个钟在一颗纽扣的右边"]
+    ids = tok(text)
+    with torch.no_grad():
+        want = model.encode_text(ids)
+    moved = tmp_path / "elsewhere" / "renamed-clip"
+    moved.parent.mkdir()
+    shutil.move(first, moved)
+    assert not first.exists()
+    recorded = json.loads((moved / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]["hf_tokenizer_name"]
+    assert recorded == str(first)  # stale: the loaders must not depend on it
+    m2, _, tok2 = load_world_clip(moved)
+    clip = load_clip(moved)
+    clip3 = load_clip(moved / "open_clip_model.safetensors", model_name=str(moved / "world-clip.json"))
+    with torch.no_grad():
+        for m, t in ((m2, tok2), (clip.model, clip.tokenizer), (clip3.model, clip3.tokenizer)):
+            assert torch.equal(t(text), ids)
+            assert torch.allclose(m.encode_text(t(text)), want)
+    (moved / "tokenizer.json").unlink()  # without its tokenizer the folder cannot be used offline
+    (moved / "tokenizer_config.json").unlink()
+    with pytest.raises(MarsEvalError, match="Hugging Face Hub"):
+        load_clip(moved)
+
+
 def test_training_tensors_equal_open_clip_preprocessing(world, trained):
     """Our uint8 -> float normalisation is what open_clip's eval transform gives for 32 px images."""
     paths, _ = read_pairs(world)

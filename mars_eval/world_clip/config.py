@@ -40,6 +40,9 @@ class WorldClipConfig:
     seed: int = 0
     use_stage3: bool = True  # also train on the world's Stage III low-resolution images (more scenes)
     fresh: float = 0.5  # share of each batch rendered on the fly from new scenes (scenes.py); 0 = corpora only
+    fresh_pool: int = 2048  # rendered fresh scenes kept (scenes.ScenePool); 0 = a new render for every pair
+    fresh_refresh: int = 8  # pool entries replaced by new scenes per step
+    aux_words: float = 0.05  # weight of the image -> caption-tokens auxiliary loss (train.py); 0 = plain CLIP
     max_shift: int = 2  # random translation augmentation, in pixels of the 32 px world image
     held_out: int = 512  # last images of the manifest, never trained on; retrieval is measured on them
     eval_batch: int = 32  # retrieval: rank the true caption among this many
@@ -66,6 +69,8 @@ class WorldClipConfig:
         need(self.lr > 0 and self.weight_decay >= 0 and self.warmup >= 0, "lr > 0, weight_decay >= 0, warmup >= 0")
         need(0 <= self.fresh < 1, f"fresh must be in [0, 1), got {self.fresh}")
         need(self.max_shift >= 0, f"max_shift must be >= 0, got {self.max_shift}")
+        need(self.fresh_pool >= 0 and self.fresh_refresh >= 0, "fresh_pool and fresh_refresh must be >= 0")
+        need(self.aux_words >= 0, f"aux_words must be >= 0, got {self.aux_words}")
         need(self.held_out >= 2 and self.eval_batch >= 2, "held_out and eval_batch must be >= 2")
 
     def model_cfg(self, vocab_size: int, pad_id: int, tokenizer_dir: str) -> dict:
