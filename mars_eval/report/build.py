@@ -97,11 +97,14 @@ def tables(rows: list[dict]) -> list[Table]:
             vals[(r.get("label", r["_run"]), r["metric"])].append(r["value"])
         cells = {k: mean_ci(v) for k, v in vals.items()}
         seeds = sorted({r.get("seed") for r in rs if r.get("seed") is not None})
-        protocols = {r["protocol"] for r in rs if r.get("protocol")}
-        if len(protocols) == 1:  # one protocol for the whole table: say it once
-            notes = [f"protocol: {protocols.pop()}"]
+        by_protocol: dict[str, list[str]] = defaultdict(list)  # each protocol once, with the metrics it covers
+        for r in rs:
+            if r.get("protocol") and r["metric"] not in by_protocol[r["protocol"]]:
+                by_protocol[r["protocol"]].append(r["metric"])
+        if len(by_protocol) == 1:
+            notes = [f"protocol: {next(iter(by_protocol))}"]
         else:
-            notes = sorted({f"{r['metric']}: {r['protocol']}" for r in rs if r.get("protocol")})
+            notes = sorted(f"{', '.join(ms)}: {p}" for p, ms in by_protocol.items())
         if len(seeds) > 1:
             notes.insert(0, f"mean ± 95 % CI (Student t) over {len(seeds)} seeds")
         mult = rs[0].get("scale", 1.0)  # a number multiplies; a string ("world" / "real") only names the scale
