@@ -20,7 +20,7 @@ from mars_ref.world.shapes import DRAW, Pen
 SUPERSAMPLE = 4
 SHADOW = (0.018, 0.028, 0.3)  # offset x, y in canvas units; opacity
 OUTLINE_PX = 0.45  # outline width in output pixels
-MIN_TEXTURE_PERIOD_PX = 3.0  # finer patterns alias away at 32 px and cannot be judged
+MIN_TEXTURE_PERIOD_PX = 3.0  # at the 32 px base resolution: finer patterns alias away and cannot be judged
 
 
 def render(scene: Scene, width: int, height: int, supersample: int = SUPERSAMPLE) -> Image.Image:
@@ -38,8 +38,11 @@ def render(scene: Scene, width: int, height: int, supersample: int = SUPERSAMPLE
     rgb = np.zeros((3, H, W), dtype=np.float32)
     trans = np.ones((H, W), dtype=np.float32)
     outline = max(1, round(OUTLINE_PX * supersample))
+    # the texture floor is fixed in scene units (MIN_TEXTURE_PERIOD_PX at the 32 px base resolution), so a scene
+    # rendered at 32 and at 64 px shows the same pattern (Stage III pairs)
+    min_period = MIN_TEXTURE_PERIOD_PX * scale * min(canvas) / 32
     for obj in scene.objects:
-        _draw(rgb, trans, obj, scale, outline, MIN_TEXTURE_PERIOD_PX * supersample)
+        _draw(rgb, trans, obj, scale, outline, min_period)
     bg = _reduce(paint_background(scene.background, 2 * width, 2 * height, canvas), 2)  # (3, h, w)
     img = _reduce(rgb, supersample) + _reduce(trans[None], supersample) * bg
     return Image.fromarray(np.ascontiguousarray((img * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)), "RGB")
