@@ -16,7 +16,7 @@ def ablate(
     preset: Annotated[str, typer.Option(help="Recipe preset: xs (the default, minutes on 2 CPU cores), small, "
                                              "or a TOML file.")] = "xs",
     seeds: Annotated[int | None, typer.Option(help="Training seeds per variant (95 % CIs across them); default: "
-                                                   "the preset's [ablate] table.")] = None,
+                                                   "the preset's `ablate` table.")] = None,
     out: Annotated[Path, typer.Option(help="Output folder: results.jsonl, evals/, bundles/, report/.")] = Path(
         "runs/ablate"),
     cache: Annotated[Path, typer.Option(help="Artifact cache shared with `train stage`: world, tokenizers, "
