@@ -1,6 +1,7 @@
 """Judge calibration: how often the world judges get it right, measured against the world's ground truth.
 
-For each category, `n` held-out val prompts (`WORLD/prompts/{category}_val.jsonl`, never in a training corpus)
+For each category, `n` held-out val prompts (`WORLD/prompts/{category}_val.jsonl`, never in a training corpus;
+3d_spatial: the non_spatial ones with "in front of" / "behind")
 give two images each: the prompt's own scene (the prompt is true) and a corrupted scene (world_corrupt.py: the
 prompt is false). A judge is right when it scores the true image above 0.5 and the corrupted one at or below
 0.5 (for complex: every part of its 3-in-1 score above 0.5, see `world_rules.passes`); accuracy = correct
@@ -28,12 +29,26 @@ from mars_ref.world.scene import Scene
 SIZE = 32
 
 
-def calibration_items(world_dir: str | Path, category: str, n: int, seed: int) -> list[tuple[str, str, Scene, Scene]]:
-    """(prompt_en, prompt_zh, true scene, corrupted scene) for up to `n` val prompts of `category`."""
+# categories whose val prompts are a subset of another category's: 3d_spatial = non_spatial prompts stating an
+# occlusion relation (unless the world has its own 3d_spatial_val.jsonl)
+SUBSETS = {"3d_spatial": ("non_spatial", ("in_front_of", "behind"))}
+
+
+def val_rows(world_dir: str | Path, category: str) -> list[dict]:
+    """The world's val prompt rows (prompt, prompt_zh, scene, ...) of `category`."""
     path = Path(world_dir) / "prompts" / f"{category}_val.jsonl"
+    if category in SUBSETS and not path.is_file():
+        source, rels = SUBSETS[category]
+        return [row for row in val_rows(world_dir, source)
+                if any(r.get("rel") in rels for r in row.get("scene", {}).get("relations", []))]
     if not path.is_file():
         raise MarsEvalError(f"no {path.name} in {path.parent} (build the world with `mars-eval world build`)")
-    rows = read_jsonl(path)
+    return read_jsonl(path)
+
+
+def calibration_items(world_dir: str | Path, category: str, n: int, seed: int) -> list[tuple[str, str, Scene, Scene]]:
+    """(prompt_en, prompt_zh, true scene, corrupted scene) for up to `n` val prompts of `category`."""
+    rows = val_rows(world_dir, category)
     rng = np.random.default_rng([seed, 101, CATEGORIES.index(category)])
     order = rng.permutation(len(rows))[: n]
     items = []

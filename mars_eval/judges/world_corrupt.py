@@ -8,6 +8,7 @@ judge is tested on exactly the property its category is about:
     spatial                   mirror the layout (left <-> right, or above <-> below)
     non_spatial               bigger <-> smaller (re-laid out), in front <-> behind (drawing order swapped),
                               same colour -> the second object recoloured
+    3d_spatial                in front <-> behind (drawing order swapped)
     numeracy                  one object removed, or (for a count of 1 or at random) a scene with one more
     complex                   one of the above for a stated attribute or one of the relations
 
@@ -119,6 +120,9 @@ def corrupt(scene: Scene, category: str, rng: np.random.Generator) -> Scene | No
         return corrupt_attribute(scene, category, rng)
     if category in ("spatial", "non_spatial"):
         return corrupt_relation(scene, scene.relations[0], rng)
+    if category == "3d_spatial":
+        r = next((r for r in scene.relations if r.rel in ("in_front_of", "behind")), None)
+        return corrupt_relation(scene, r, rng) if r is not None else None
     if category == "numeracy":
         return corrupt_count(scene, rng)
     if category == "complex":

@@ -1,4 +1,5 @@
-"""Detector maps -> detections: per-kind score peaks (3x3 local maxima) with attribute distributions and boxes.
+"""Detector maps -> detections: centre-score peaks (3x3 local maxima) with boxes, then the reader's kind and
+attribute distributions from a crop at each box.
 
 Images of any size are brought to the detector's scale first (`prepare`): shorter side 32 px (box filter when
 shrinking, as the world renderer itself anti-aliases), the longer side rounded to a multiple of 4. Boxes come
@@ -8,7 +9,7 @@ back in canvas units (the image's shorter side = 1), the unit the world's relati
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from mars_eval.judges.world_detector import STRIDE, normalise
 
 SHORT_SIDE = 32
 IDENTITY = (1.0, 0.0)  # Platt parameters that leave scores unchanged
+CHUNK = 512  # objects per reader call (memory stays flat in the number of detections)
 
 
 def logit(p: float) -> float:
@@ -33,9 +35,9 @@ def calibrate_score(score: float, platt: tuple[float, float]) -> float:
 
 @dataclass(frozen=True)
 class Detection:
-    score: float  # peak of P(object centred here) * P(kind): "an object of this kind is centred here"
+    score: float  # P(an object is centred here), from the finder's heatmap peak (Platt-calibrated)
     box: tuple[float, float, float, float]  # (x0, y0, x1, y1) in canvas units
-    kind: np.ndarray  # over lexicon.KINDS: one-hot for the detector (one peak per kind), any distribution allowed
+    kind: np.ndarray  # over lexicon.KINDS: P(kind | object), from the reader
     color: np.ndarray  # over lexicon.COLORS
     texture: np.ndarray  # over lexicon.TEXTURES
     shape: np.ndarray  # over lexicon.SHAPES (meaningful for shapeable kinds only)
@@ -69,34 +71,49 @@ def detect(model, images: list[Image.Image], threshold: float = 0.05, max_dets: 
     for i, t in enumerate(prepared):
         by_size.setdefault(tuple(t.shape[1:]), []).append(i)
     for (h, w), idx in by_size.items():
-        maps = model(normalise(torch.stack([prepared[i] for i in idx])))
+        x = normalise(torch.stack([prepared[i] for i in idx]))  # (b, 3, h, w)
+        maps = model(x)
+        peaks = [_peaks(maps, j, threshold, max_dets) for j in range(len(idx))]
+        index = torch.tensor([j for j, ps in enumerate(peaks) for _ in ps], dtype=torch.long)
+        boxes = torch.tensor([p[1] for ps in peaks for p in ps], dtype=torch.float32).reshape(-1, 4)
+        read = _chunked(model.read, x, index, boxes) if len(boxes) else {}
+        probs = {k: torch.softmax(v, dim=1).numpy() for k, v in read.items()}
+        n = 0
         for j, i in enumerate(idx):
-            dets = _peaks({k: v[j] for k, v in maps.items()}, min(h, w), threshold, max_dets)
-            out[i] = [replace(d, score=calibrate_score(d.score, platt)) for d in dets] if platt != IDENTITY else dets
+            dets = []
+            for d, (score, (cx, cy, bw, bh), occluded) in enumerate(peaks[j], n):
+                s = min(h, w)  # pixels per canvas unit
+                dets.append(Detection(
+                    calibrate_score(score, platt) if platt != IDENTITY else score,
+                    ((cx - bw / 2) / s, (cy - bh / 2) / s, (cx + bw / 2) / s, (cy + bh / 2) / s),
+                    *(probs[name][d] for name in ("kind", "color", "texture", "shape")),
+                    occluded,
+                ))
+            n += len(peaks[j])
+            out[i] = dets
     return out  # type: ignore[return-value]
 
 
-def _peaks(maps: dict[str, torch.Tensor], px_per_unit: float, threshold: float, max_dets: int) -> list[Detection]:
-    # per-kind scores P(object) * P(kind); peaks per kind, so overlapping objects of different kinds both survive
-    heat = torch.sigmoid(maps["center"]) * torch.softmax(maps["kind"], dim=0)  # (K, h, w)
-    local_max = torch.nn.functional.max_pool2d(heat[None], 3, 1, 1)[0]
-    ks, ys, xs = torch.nonzero((heat >= local_max) & (heat > threshold), as_tuple=True)
-    order = torch.argsort(heat[ks, ys, xs], descending=True)[:max_dets]
-    probs = {k: torch.softmax(maps[k], dim=0) for k in ("color", "texture", "shape")}  # (C, h, w)
-    n_kinds = heat.shape[0]
-    cells = px_per_unit / STRIDE
-    dets = []
-    for k, y, x in zip(ks[order].tolist(), ys[order].tolist(), xs[order].tolist(), strict=True):
-        off = torch.sigmoid(maps["offset"][:, y, x])
-        cx, cy = (x + float(off[0])) / cells, (y + float(off[1])) / cells
-        bw, bh = torch.exp(maps["size"][:, y, x]).tolist()
-        kind = np.zeros(n_kinds)
-        kind[k] = 1.0
-        dets.append(Detection(
-            float(heat[k, y, x]),
-            (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2),
-            kind,
-            *(probs[name][:, y, x].numpy() for name in ("color", "texture", "shape")),
-            float(torch.sigmoid(maps["occluded"][0, y, x])),
-        ))
-    return dets
+def _chunked(fn, x: torch.Tensor, *per_item: torch.Tensor):
+    """fn(x, *per_item[s]) over consecutive slices s of CHUNK items, outputs concatenated (tensors or dicts)."""
+    n = len(per_item[0])
+    parts = [fn(x, *(t[i:i + CHUNK] for t in per_item)) for i in range(0, n, CHUNK)]
+    if isinstance(parts[0], dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts)
+
+
+def _peaks(maps: dict[str, torch.Tensor], j: int, threshold: float, max_dets: int) -> list[tuple]:
+    """(score, box (cx, cy, w, h) in pixels, P(occluded)) per 3x3 local maximum of image j's centre score."""
+    heat = torch.sigmoid(maps["center"][j, 0])  # (h, w)
+    local_max = torch.nn.functional.max_pool2d(heat[None, None], 3, 1, 1)[0, 0]
+    ys, xs = torch.nonzero((heat >= local_max) & (heat > threshold), as_tuple=True)
+    order = torch.argsort(heat[ys, xs], descending=True)[:max_dets]
+    px_per_unit = STRIDE * min(heat.shape)
+    out = []
+    for y, x in zip(ys[order].tolist(), xs[order].tolist(), strict=True):
+        off = torch.sigmoid(maps["offset"][j, :, y, x])
+        bw, bh = (torch.exp(maps["size"][j, :, y, x]) * px_per_unit).tolist()
+        out.append((float(heat[y, x]), ((x + float(off[0])) * STRIDE, (y + float(off[1])) * STRIDE, bw, bh),
+                    float(torch.sigmoid(maps["occluded"][j, 0, y, x]))))
+    return out

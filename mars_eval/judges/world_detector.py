@@ -1,14 +1,23 @@
-"""The world detector: a small CenterNet-style CNN that finds world objects and reads their attributes.
+"""The world detector: a small CenterNet-style CNN that finds world objects, and a reader that names them.
 
-It is the world's analogue of T2I-CompBench's detector and VQA model in one network: for every cell of a grid
-at half the input resolution it predicts whether an object's centre lies there (a class-agnostic CenterNet
-heatmap, which trains faster than one map per kind) and, at object centres, the object's kind, colour, texture
-and shape, its box size and sub-cell offset, and whether a later object occludes it (what "in front of" /
-"behind" are judged from). Judges (world_judges.py) read only these
-predictions, i.e. only pixels.
+It is the world's analogue of T2I-CompBench's detector and VQA model in one network, in two stages:
 
-    input  (B, 3, H, W) float, H and W multiples of 4 (32 x 32 for Stage I images)
-    output dict of (B, C, H/2, W/2) maps, channels as in `HEADS`
+    finder  for every pixel: is an object's centre here (a class-agnostic CenterNet heatmap), its box size and
+            sub-pixel offset, and whether a later object occludes it (what "in front of" / "behind" are judged
+            from); at full resolution, so that the centres of an overlapping pair (3 px apart at 32 px) are two
+            separate peaks
+    reader  for every found object, two views: a square crop around its box resampled to CROP x CROP pixels,
+            so every object is seen at the same scale whatever its size (silhouettes: kind, shape), and the
+            CROP x CROP window of original pixels around it with the box as a fourth channel (textures have a
+            period of about 3 pixels, which any resampling would blur or alias); from both the object's kind,
+            colour, texture and shape
+
+Judges (world_judges.py) read only these predictions, i.e. only pixels.
+
+    finder input  (B, 3, H, W) float, H and W multiples of 4 (32 x 32 for Stage I images)
+           output dict of (B, C, H, W) maps, channels as in `HEADS`
+    reader input  (B, 3, H, W) float images, (N,) image index and (N, 4) boxes (cx, cy, w, h) in pixels
+           output dict of (N, C) logits, classes as in `READ_HEADS`
 """
 
 from __future__ import annotations
@@ -17,34 +26,41 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mars_eval.errors import MarsEvalError
 from mars_ref.world import lexicon as L
 
-N_SHAPES = len(L.SHAPES)  # shape classes; kinds without a shape attribute are ignored by the shape loss
 HEADS: dict[str, int] = {
     "center": 1,
-    "kind": len(L.KINDS),
-    "color": len(L.COLORS),
-    "texture": len(L.TEXTURES),
-    "shape": N_SHAPES,
     "size": 2,  # log width, log height in canvas units (the image's shorter side = 1)
     "offset": 2,  # centre position inside its cell, in cells (0..1)
     "occluded": 1,
 }
-STRIDE = 2  # input pixels per grid cell
+READ_HEADS: dict[str, int] = {
+    "kind": len(L.KINDS),
+    "color": len(L.COLORS),
+    "texture": len(L.TEXTURES),
+    "shape": len(L.SHAPES),  # kinds without a shape attribute are ignored by the shape loss
+}
+STRIDE = 1  # input pixels per grid cell of the finder's maps
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
+CROP_SCALE = 1.25  # crop side = CROP_SCALE * the box's longer side + CROP_PAD pixels: the object plus a margin
+CROP_PAD = 2.0
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    width: int = 32  # channels at the grid resolution; the 1/2-grid stage has twice as many
+    width: int = 32  # finder channels at 1/2 resolution; 1/4 has twice as many, full resolution half
     blocks: int = 1  # residual blocks per stage
+    reader_width: int = 16  # reader channels per view at full crop resolution (x2, x4 at 1/2, 1/4)
+    crop: int = 16  # reader input side in pixels
 
     def __post_init__(self):
-        if self.width < 4 or self.blocks < 1:
-            raise MarsEvalError(f"invalid world detector config: width {self.width} >= 4, blocks {self.blocks} >= 1")
+        if self.width < 4 or self.blocks < 1 or self.reader_width < 4 or self.crop < 8 or self.crop % 4:
+            raise MarsEvalError(f"invalid world detector config: width {self.width} >= 4, blocks {self.blocks} >= 1, "
+                                f"reader_width {self.reader_width} >= 4, crop {self.crop} >= 8 and a multiple of 4")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,32 +79,112 @@ class _Res(nn.Module):
         return torch.relu(x + self.body(x))
 
 
+def crop_boxes(images: torch.Tensor, index: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, size, size) bilinear crops of `images` (B, 3, H, W): square windows of side
+    CROP_SCALE * max(w, h) + CROP_PAD centred on `boxes` (N, 4) = (cx, cy, w, h) pixels (pixel i spans [i, i+1));
+    outside the image reads as 0 (the normalised mid-grey)."""
+    _, _, h, w = images.shape
+    side = CROP_SCALE * boxes[:, 2:].amax(dim=1) + CROP_PAD  # (N,)
+    theta = torch.zeros(len(boxes), 2, 3, dtype=images.dtype)
+    theta[:, 0, 0], theta[:, 1, 1] = side / w, side / h
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * boxes[:, 0] / w - 1, 2 * boxes[:, 1] / h - 1
+    grid = F.affine_grid(theta, [len(boxes), 3, size, size], align_corners=False)  # (N, size, size, 2)
+    return F.grid_sample(images[index], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _windows(images: torch.Tensor, index: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor,
+             size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(windows (N, 3, size, size) of original pixels of images[index] (B, 3, H, W) nearest to centred on
+    (cx, cy) px, outside the image 0; their corners x0, y0 (N,) in image pixels)."""
+    pad = size
+    padded = F.pad(images, (pad,) * 4)  # (B, 3, H + 2p, W + 2p), zeros = mid-grey
+    x0 = torch.round(cx - size / 2).long()  # (N,)
+    y0 = torch.round(cy - size / 2).long()
+    ar = torch.arange(size)
+    ys = (y0[:, None] + ar + pad).clamp(0, padded.shape[-2] - 1)  # (N, size)
+    xs = (x0[:, None] + ar + pad).clamp(0, padded.shape[-1] - 1)
+    win = padded[index[:, None, None], :, ys[:, :, None], xs[:, None, :]]  # (N, size, size, 3)
+    return win.permute(0, 3, 1, 2), x0, y0
+
+
+def _box_mask(x0: torch.Tensor, y0: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 1, size, size): 1 where a window pixel's centre lies inside `boxes` (N, 4) = (cx, cy, w, h) px."""
+    ar = torch.arange(size)
+    u = x0[:, None].float() + ar + 0.5  # (N, size) pixel centres in image coordinates
+    v = y0[:, None].float() + ar + 0.5
+    inx = ((u - boxes[:, :1]).abs() <= boxes[:, 2:3] / 2).float()  # (N, size)
+    iny = ((v - boxes[:, 1:2]).abs() <= boxes[:, 3:4] / 2).float()
+    return (iny[:, :, None] * inx[:, None, :])[:, None]
+
+
+def pixel_windows(images: torch.Tensor, index: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 4, size, size): the size x size windows of original pixels of `images` (B, 3, H, W) nearest to centred
+    on `boxes` (N, 4) = (cx, cy, w, h) px (outside the image: 0), plus a channel that is 1 inside the box."""
+    win, x0, y0 = _windows(images, index, boxes[:, 0], boxes[:, 1], size)
+    return torch.cat([win, _box_mask(x0, y0, boxes, size)], dim=1)
+
+
+def _branch(cin: int, c: int) -> nn.Sequential:
+    """Full, 1/2 and 1/4 crop resolution."""
+    return nn.Sequential(_conv(cin, c), _conv(c, c), _conv(c, 2 * c, stride=2), _Res(2 * c),
+                         _conv(2 * c, 4 * c, stride=2), _Res(4 * c))
+
+
+class AttributeReader(nn.Module):
+    """Two small CNNs, one per view (scale-normalised crop, original-pixel window + box), then a flattened
+    (layout-aware, the views are centred on the object) linear head over both."""
+
+    def __init__(self, c: int, crop: int):
+        super().__init__()
+        self.scaled = _branch(3, c)
+        self.pixels = _branch(4, c)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * c * (crop // 4) ** 2, 8 * c), nn.ReLU(inplace=True),
+                                  nn.Linear(8 * c, sum(READ_HEADS.values())))
+
+    def forward(self, crops: torch.Tensor, windows: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = torch.cat([self.scaled(crops), self.pixels(windows)], dim=1)  # (N, 8c, crop/4, crop/4)
+        out = self.head(f)  # (N, sum(READ_HEADS))
+        return dict(zip(READ_HEADS, out.split(list(READ_HEADS.values()), dim=1), strict=True))
+
+
 class WorldDetector(nn.Module):
-    """Stem at full resolution, a stage at the grid (1/2) and one at 1/4 for context, merged back U-Net style."""
+    """Finder: a stem at full resolution, stages at 1/2 and 1/4 for context, merged back to full resolution
+    U-Net style. Reader: `AttributeReader` on crops at the found boxes."""
 
     def __init__(self, cfg: DetectorConfig = DetectorConfig()):
         super().__init__()
         self.cfg = cfg
         c = cfg.width
-        self.stem = nn.Sequential(_conv(3, c // 2), _conv(c // 2, c // 2))  # full resolution: fine textures
+        self.stem = nn.Sequential(_conv(3, c // 2), _conv(c // 2, c // 2))  # full resolution
         self.down1 = _conv(c // 2, c, stride=2)
         self.stage1 = nn.Sequential(*[_Res(c) for _ in range(cfg.blocks)])
         self.down2 = _conv(c, 2 * c, stride=2)
         self.stage2 = nn.Sequential(*[_Res(2 * c) for _ in range(cfg.blocks + 1)])
         self.lateral = nn.Conv2d(2 * c, c, 1)
         self.merge = nn.Sequential(*[_Res(c) for _ in range(cfg.blocks)])
-        self.head = nn.Conv2d(c, sum(HEADS.values()), 1)
+        self.lateral_full = nn.Conv2d(c, c // 2, 1)
+        self.merge_full = _Res(c // 2)
+        self.head = nn.Conv2d(c // 2, sum(HEADS.values()), 1)
+        self.reader = AttributeReader(cfg.reader_width, cfg.crop)
         with torch.no_grad():  # CenterNet's prior: few cells hold a centre
             self.head.bias[0] = -2.19
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.shape[-1] % 4 or x.shape[-2] % 4:
             raise MarsEvalError(f"world detector input must be a multiple of 4 px, got {tuple(x.shape[-2:])}")
-        f1 = self.stage1(self.down1(self.stem(x)))  # (B, c, H/2, W/2)
+        f0 = self.stem(x)  # (B, c/2, H, W)
+        f1 = self.stage1(self.down1(f0))  # (B, c, H/2, W/2)
         f2 = self.stage2(self.down2(f1))  # (B, 2c, H/4, W/4)
-        up = nn.functional.interpolate(self.lateral(f2), scale_factor=2.0, mode="nearest")  # (B, c, H/2, W/2)
-        out = self.head(self.merge(f1 + up))  # (B, sum(HEADS), H/2, W/2)
+        up = F.interpolate(self.lateral(f2), scale_factor=2.0, mode="nearest")  # (B, c, H/2, W/2)
+        m1 = self.merge(f1 + up)  # (B, c, H/2, W/2)
+        up = F.interpolate(self.lateral_full(m1), scale_factor=2.0, mode="bilinear")  # (B, c/2, H, W)
+        out = self.head(self.merge_full(f0 + up))  # (B, sum(HEADS), H, W)
         return dict(zip(HEADS, out.split(list(HEADS.values()), dim=1), strict=True))
+
+    def read(self, x: torch.Tensor, index: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Attribute logits (N, C) of the objects in boxes (N, 4) = (cx, cy, w, h) px of images x[index]."""
+        size = self.cfg.crop
+        return self.reader(crop_boxes(x, index, boxes, size), pixel_windows(x, index, boxes, size))
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:

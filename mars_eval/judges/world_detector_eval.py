@@ -2,9 +2,10 @@
 
 CenterNet heatmap peaks rank objects well but are not probabilities (a centre near a cell border splits its
 mass over two cells), while the judges multiply them like probabilities. So after training, the detector is run
-on held-out world images, each peak is matched to a ground-truth object or not, and a logistic map
-`P(object) = sigmoid(a * logit(peak) + b)` is fitted to those labels (Platt scaling). The same matching gives
-per-attribute accuracies for the training summary.
+on held-out world images, each peak is matched to a ground-truth object or not (by position: the finder is
+class-agnostic, kinds are the reader's), and a logistic map `P(object) = sigmoid(a * logit(peak) + b)` is
+fitted to those labels (Platt scaling). The same matching gives the reader's per-attribute accuracies for the
+training summary.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from mars_ref.world.scene import Scene
 MATCH_RADIUS = 0.06  # canvas units (2 px at 32 px): a peak this close to an object's centre found it
 
 
-def match(dets: list[Detection], scene: Scene) -> list[tuple[Detection, tuple | None]]:
-    """Each detection with the ground-truth object of its kind it found (greedy by score), or None."""
+def match(dets: list[Detection], scene: Scene, by_kind: bool = True) -> list[tuple[Detection, tuple | None]]:
+    """Each detection with the ground-truth object (of its most likely kind, with `by_kind`) it found (greedy by
+    score), or None."""
     objects = scene_objects(scene)
     free = list(range(len(objects)))
     out = []
@@ -32,7 +34,7 @@ def match(dets: list[Detection], scene: Scene) -> list[tuple[Detection, tuple | 
         best, best_dist = None, MATCH_RADIUS
         kind = int(np.argmax(d.kind))
         for k in free:
-            if KIND_INDEX[objects[k][0]] != kind:
+            if by_kind and KIND_INDEX[objects[k][0]] != kind:
                 continue
             b = objects[k][4]
             dist = math.hypot(cx - (b[0] + b[2]) / 2, cy - (b[1] + b[3]) / 2)
@@ -69,16 +71,17 @@ def evaluate_detector(model, images: torch.Tensor, scenes: list[Scene]) -> tuple
     pil = [Image.fromarray(a) for a in images.permute(0, 2, 3, 1).numpy()]
     dets = detect(model, pil, threshold=0.02)
     scores, labels = [], []
-    hits = {"color": [], "texture": [], "shape": []}
+    hits = {"kind": [], "color": [], "texture": [], "shape": []}
     n_objects = 0
     for ds, scene in zip(dets, scenes, strict=True):
         n_objects += len(scene.objects)
-        for d, obj in match(ds, scene):
+        for d, obj in match(ds, scene, by_kind=False):
             scores.append(d.score)
             labels.append(int(obj is not None))
             if obj is None:
                 continue
-            _, color, texture, shape, _, _ = obj
+            kind, color, texture, shape, _, _ = obj
+            hits["kind"].append(int(np.argmax(d.kind)) == KIND_INDEX[kind])
             hits["color"].append(int(np.argmax(d.color)) == COLOR_INDEX[color])
             hits["texture"].append(int(np.argmax(d.texture)) == TEXTURE_INDEX[texture])
             if shape is not None:
@@ -88,13 +91,13 @@ def evaluate_detector(model, images: torch.Tensor, scenes: list[Scene]) -> tuple
     metrics = {
         "n_images": len(scenes),
         "objects": n_objects,
-        # an object is found when a peak of its kind within MATCH_RADIUS has calibrated P(object) >= 0.5
+        # an object is found when a peak within MATCH_RADIUS has calibrated P(object) >= 0.5
         "recall_at_0.5": sum(1 for s, y in zip(scores, labels, strict=True) if y and calibrate_score(s, platt) >= 0.5)
         / max(1, n_objects),
         "false_peaks_at_0.5": sum(1 for s, y in zip(scores, labels, strict=True)
                                   if not y and calibrate_score(s, platt) >= 0.5) / max(1, len(scenes)),
         "matched": found / max(1, n_objects),
-        # attribute accuracies (argmax) at the matched peaks
+        # reader accuracies (argmax) at the matched peaks
         **{f"{k}_accuracy": float(np.mean(v)) if v else None for k, v in hits.items()},
     }
     return platt, metrics

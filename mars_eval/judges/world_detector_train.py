@@ -2,9 +2,10 @@
 
 Ground truth comes from each image's scene (its drawn objects); the judges never see it at scoring time.
 Augmentations keep the ground truth exact: horizontal flips (boxes are mirrored) and translations by a few
-pixels (boxes move with the content). Loss: CenterNet's focal loss on the centre heatmap, cross-entropy for kind /
-colour / texture / shape and binary cross-entropy for occlusion at object centres, L1 for box size and
-offset.
+pixels (boxes move with the content). Loss: CenterNet's focal loss on the centre heatmap, binary cross-entropy
+for occlusion and L1 for box size and offset at object centres (the finder); cross-entropy for kind / colour /
+texture / shape on crops at the true boxes, jittered in position and scale as much as the finder's boxes are
+off (the reader).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mars_eval.errors import MarsEvalError
 from mars_eval.io import read_jsonl
 from mars_eval.judges.world_detector import STRIDE, DetectorConfig, WorldDetector, normalise
 from mars_eval.judges.world_targets import IGNORE, scene_objects, targets
-from mars_eval.world_clip.scenes import SceneStream
+from mars_eval.world_clip.scenes import ScenePool, SceneStream
 from mars_ref.vq_train import to_model_range, to_uint8
 from mars_ref.world.scene import Scene
 
@@ -42,7 +43,14 @@ class DetectorTrainConfig:
     max_shift: int = 2
     flip: bool = True
     seed: int = 0
-    fresh: float = 0.5  # share of each batch rendered on the fly from new scenes (world_clip/scenes.py)
+    fresh: float = 0.5  # share of each batch from new scenes rendered on the fly (world_clip/scenes.py)
+    fresh_pool: int = 1024  # rendered fresh scenes kept; `fresh_refresh` of them are replaced per step
+    fresh_refresh: int = 8
+    box_jitter: float = 0.15  # reader crops: centre moved and size scaled by up to this share of the box
+    # fresh scenes per category, relative (others 1): the world's priors leave most objects plain, alone and
+    # unoccluded, so textures, overlaps and crowds are asked for more often
+    fresh_weights: tuple[tuple[str, float], ...] = (("texture", 3.0), ("complex", 2.0), ("non_spatial", 4.0),
+                                                    ("numeracy", 2.0))
     vq_fraction: float = 0.5  # share of each batch shown as VQ reconstructions, when a VQ is given
     max_images: int | None = None  # use at most this many training images (tests)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -50,6 +58,9 @@ class DetectorTrainConfig:
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or self.max_shift < 0:
             raise MarsEvalError(f"invalid judge training config: {self}")
+        if self.fresh_pool < 1 or self.fresh_refresh < 0 or not 0 <= self.box_jitter < 0.5:
+            raise MarsEvalError(f"invalid judge training config: fresh_pool {self.fresh_pool} >= 1, fresh_refresh "
+                                f"{self.fresh_refresh} >= 0, box_jitter {self.box_jitter} in [0, 0.5)")
         if not 0 <= self.fresh < 1 or not 0 <= self.vq_fraction <= 1:
             raise MarsEvalError(f"fresh must be in [0, 1) and vq_fraction in [0, 1], got {self.fresh}, "
                                 f"{self.vq_fraction}")
@@ -129,28 +140,55 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pos_loss + neg_loss) / pos.sum().clamp(min=1)
 
 
-def detector_loss(out: dict[str, torch.Tensor], heat: torch.Tensor, objs: list) -> tuple[torch.Tensor, dict]:
+def object_boxes(objs: list, px_per_unit: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image index (N,), true boxes (N, 4) = (cx, cy, w, h) in pixels) of the per-sample object targets."""
+    flat = [(k, t) for k, ts in enumerate(objs) for t in ts]
+    index = torch.tensor([k for k, _ in flat], dtype=torch.long)
+    boxes = torch.tensor([[(t.cx + t.offset[0]) * STRIDE, (t.cy + t.offset[1]) * STRIDE,
+                           math.exp(t.log_wh[0]) * px_per_unit, math.exp(t.log_wh[1]) * px_per_unit]
+                          for _, t in flat], dtype=torch.float32).reshape(-1, 4)
+    return index, boxes
+
+
+def jitter_boxes(boxes: torch.Tensor, amount: float, gen: torch.Generator) -> torch.Tensor:
+    """Boxes (N, 4) with the centre moved by up to `amount` x the longer side and the size scaled by up to
+    exp(+-amount): the finder's boxes are about that far off, and the reader must not depend on exact ones."""
+    if amount <= 0 or not len(boxes):
+        return boxes
+    u = torch.rand(len(boxes), 3, generator=gen) * 2 - 1  # (N, 3) in [-1, 1)
+    ext = boxes[:, 2:].amax(dim=1)
+    out = boxes.clone()
+    out[:, 0] += u[:, 0] * amount * ext
+    out[:, 1] += u[:, 1] * amount * ext
+    out[:, 2:] *= torch.exp(u[:, 2:] * amount)
+    return out
+
+
+def detector_loss(model: WorldDetector, x: torch.Tensor, heat: torch.Tensor, objs: list,
+                  gen: torch.Generator | None = None, box_jitter: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Finder + reader loss of one batch (images x (B, 3, H, W) normalised, targets from `make_batch`)."""
+    out = model(x)
     parts = {"center": focal_loss(out["center"][:, 0], heat)}
-    bi = [k for k, ts in enumerate(objs) for _ in ts]
     flat = [t for ts in objs for t in ts]
     if flat:
-        b = torch.tensor(bi)
+        b, boxes = object_boxes(objs, float(min(x.shape[-2:])))
         y = torch.tensor([t.cy for t in flat])
-        x = torch.tensor([t.cx for t in flat])
+        xs = torch.tensor([t.cx for t in flat])
 
         def at(name):  # (N, C) predictions at object centres
-            return out[name][b, :, y, x]
+            return out[name][b, :, y, xs]
 
-        parts["kind"] = F.cross_entropy(at("kind"), torch.tensor([t.kind for t in flat]))
-        parts["color"] = F.cross_entropy(at("color"), torch.tensor([t.color for t in flat]))
-        parts["texture"] = F.cross_entropy(at("texture"), torch.tensor([t.texture for t in flat]))
-        shapes = torch.tensor([t.shape for t in flat])
-        if (shapes != IGNORE).any():
-            parts["shape"] = F.cross_entropy(at("shape"), shapes, ignore_index=IGNORE)
         parts["size"] = F.l1_loss(at("size"), torch.tensor([t.log_wh for t in flat]))
         parts["offset"] = F.l1_loss(torch.sigmoid(at("offset")), torch.tensor([t.offset for t in flat]))
         parts["occluded"] = F.binary_cross_entropy_with_logits(at("occluded")[:, 0],
                                                                torch.tensor([t.occluded for t in flat]))
+        read = model.read(x, b, jitter_boxes(boxes, box_jitter, gen) if gen is not None else boxes)
+        parts["kind"] = F.cross_entropy(read["kind"], torch.tensor([t.kind for t in flat]))
+        parts["color"] = F.cross_entropy(read["color"], torch.tensor([t.color for t in flat]))
+        parts["texture"] = F.cross_entropy(read["texture"], torch.tensor([t.texture for t in flat]))
+        shapes = torch.tensor([t.shape for t in flat])
+        if (shapes != IGNORE).any():
+            parts["shape"] = F.cross_entropy(read["shape"], shapes, ignore_index=IGNORE)
     total = sum(parts.values())
     return total, {k: v.item() for k, v in parts.items()}
 
@@ -183,6 +221,7 @@ def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrain
     n_fresh = round(cfg.fresh * cfg.batch_size) if stream is not None else 0
     batch = min(cfg.batch_size - n_fresh, n)
     n_vq = round(cfg.vq_fraction * (batch + n_fresh))
+    pool = ScenePool(stream, max(cfg.fresh_pool, n_fresh), cfg.fresh_refresh) if n_fresh else None
     history: list[dict] = []
     t0, cpu0 = time.perf_counter(), time.process_time()
     model.train()
@@ -192,14 +231,14 @@ def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrain
         idx = torch.randperm(n, generator=gen)[:batch].tolist()
         imgs, scs = images[idx], [scenes[i] for i in idx]
         if n_fresh:
-            fresh_imgs, fresh_scenes = stream.batch(n_fresh)
+            fresh_imgs, fresh_scenes = pool.batch(n_fresh, gen)
             imgs, scs = torch.cat([imgs, fresh_imgs]), scs + fresh_scenes
         if vq is not None and n_vq:
             pick = torch.randperm(len(scs), generator=gen)[:n_vq]
             imgs = imgs.clone()
             imgs[pick] = vq_roundtrip(vq, imgs[pick])
         x, heat, objs = make_batch(imgs, scs, cfg, gen)
-        loss, parts = detector_loss(model(x), heat, objs)
+        loss, parts = detector_loss(model, x, heat, objs, gen, cfg.box_jitter)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

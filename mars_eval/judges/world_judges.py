@@ -31,11 +31,13 @@ from mars_eval.world_clip.store import staged_dir
 from mars_ref.errors import MarsRefError
 from mars_ref.world.parse import parse_caption
 
-FORMAT = "mars-world-judges/1"
+FORMAT = "mars-world-judges/2"  # 2: class-agnostic finder + crop reader
 MARKER = "world_judges.json"
 WEIGHTS = "world_detector.safetensors"
 MAX_CALIBRATION_IMAGES = 400  # held out from detector training for the Platt fit and detector metrics
-CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "numeracy", "complex")
+# 3d_spatial (T2I-CompBench++): the world's occlusion relations, "in front of" / "behind"; its prompts are the
+# non_spatial prompts that state one (world_calibration.py)
+CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "numeracy", "complex", "3d_spatial")
 
 
 class WorldJudges:
@@ -116,7 +118,7 @@ def train_world_judges(world_dir: str | Path, out_dir: str | Path, seed: int = 0
     n_cal = max(1, min(MAX_CALIBRATION_IMAGES, len(scenes) // 10))
     if len(scenes) - n_cal < 1:
         raise MarsEvalError(f"{world_dir}: {len(scenes)} training images are too few (need >= 2)")
-    stream = SceneStream(cfg.seed, val_prompts(world_dir)) if cfg.fresh > 0 else None
+    stream = SceneStream(cfg.seed, val_prompts(world_dir), weights=dict(cfg.fresh_weights)) if cfg.fresh > 0 else None
     model, summary = train_detector(images[:-n_cal], scenes[:-n_cal], cfg, progress, stream, vq)
     platt, held_out = evaluate_detector(model, images[-n_cal:], scenes[-n_cal:])
     meta = {"world": str(Path(world_dir).absolute()), "train": {**cfg.to_dict(), **summary},

@@ -9,6 +9,8 @@ The semantics mirror T2I-CompBench's judges, with the world detector standing in
         right direction; 1 if IoU < 0.1 else 0.1 / IoU), or 0.25 * conf when only one object is found
     non_spatial (CLIP)                             conf1 * conf2 * P(relation): size ratio for bigger / smaller,
         overlap and occlusion flags for in front of / behind, colour agreement for the same colour as
+    3d_spatial (T2I-CompBench++)                   non_spatial's score over the prompt's "in front of" /
+        "behind" relations (the world's depth order is its drawing order)
     numeracy (UniDet counting)                     product over noun phrases of [detected count == stated count]
     complex (3-in-1)                               mean of the parts its relations call for (complex_kind):
         spatial -> attribute + spatial, action -> attribute + non_spatial, spatialaction -> all three
@@ -141,10 +143,14 @@ def relation_prob(rel: str, a: Detection, b: Detection) -> float:
     raise MarsEvalError(f"not a non-spatial relation: {rel!r}")
 
 
-def non_spatial_score(dets: list[Detection], groups: list[dict], relations: list[dict]) -> tuple[float, dict]:
-    rels = [r for r in relations if r["rel"] in L.NONSPATIAL_RELATIONS]
+OCCLUSION_RELATIONS = ("in_front_of", "behind")
+
+
+def non_spatial_score(dets: list[Detection], groups: list[dict], relations: list[dict],
+                      only: tuple[str, ...] = L.NONSPATIAL_RELATIONS) -> tuple[float, dict]:
+    rels = [r for r in relations if r["rel"] in only]
     if not rels:
-        raise MarsEvalError("a non-spatial judgement needs a non-spatial relation in the prompt")
+        raise MarsEvalError(f"this judgement needs one of the relations {', '.join(only)} in the prompt")
     scores, subs = [], []
     for r in rels:
         a, pa, b, pb = _pair(dets, groups, r)
@@ -201,9 +207,12 @@ def score_parse(category: str, dets: list[Detection], parse: dict) -> tuple[floa
         return spatial_score(dets, groups, relations)
     if category == "non_spatial":
         return non_spatial_score(dets, groups, relations)
+    if category == "3d_spatial":
+        score, sub = non_spatial_score(dets, groups, relations, OCCLUSION_RELATIONS)
+        return score, {"3d_spatial": sub["non_spatial"]}
     if category == "numeracy":
         return numeracy_score(dets, groups)
     if category == "complex":
         return complex_score(dets, groups, relations)
     raise MarsEvalError(f"unknown world judge category {category!r} (expected one of color, shape, texture, "
-                        "spatial, non_spatial, numeracy, complex)")
+                        "spatial, non_spatial, numeracy, complex, 3d_spatial)")

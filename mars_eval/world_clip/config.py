@@ -29,7 +29,7 @@ class WorldClipConfig:
     head_width: int = 32
     mlp_ratio: float = 2.0
     embed_dim: int = 128
-    context_length: int = 32
+    context_length: int = 24  # world captions are at most 21 tokens (English) with the trained BPE
     vocab_size: int = 1024  # BPE target size; the trained vocabulary may be smaller
     # training
     steps: int = 1000
@@ -42,7 +42,9 @@ class WorldClipConfig:
     fresh: float = 0.5  # share of each batch rendered on the fly from new scenes (scenes.py); 0 = corpora only
     fresh_pool: int = 2048  # rendered fresh scenes kept (scenes.ScenePool); 0 = a new render for every pair
     fresh_refresh: int = 8  # pool entries replaced by new scenes per step
-    aux_words: float = 0.05  # weight of the image -> caption-tokens auxiliary loss (train.py); 0 = plain CLIP
+    aux_words: float = 0.2  # weight of the image -> caption-tokens auxiliary loss (train.py); 0 = plain CLIP
+    aux_text_words: float = 0.2  # the same from the text embedding (both languages' tokens from either caption)
+    logit_scale_init: float = 30.0  # initial 1 / temperature (open_clip's default 1 / 0.07 learns slower here)
     max_shift: int = 2  # random translation augmentation, in pixels of the 32 px world image
     held_out: int = 512  # last images of the manifest, never trained on; retrieval is measured on them
     eval_batch: int = 32  # retrieval: rank the true caption among this many
@@ -70,7 +72,8 @@ class WorldClipConfig:
         need(0 <= self.fresh < 1, f"fresh must be in [0, 1), got {self.fresh}")
         need(self.max_shift >= 0, f"max_shift must be >= 0, got {self.max_shift}")
         need(self.fresh_pool >= 0 and self.fresh_refresh >= 0, "fresh_pool and fresh_refresh must be >= 0")
-        need(self.aux_words >= 0, f"aux_words must be >= 0, got {self.aux_words}")
+        need(self.aux_words >= 0 and self.aux_text_words >= 0, "aux_words and aux_text_words must be >= 0")
+        need(1 <= self.logit_scale_init <= 100, f"logit_scale_init must be in [1, 100], got {self.logit_scale_init}")
         need(self.held_out >= 2 and self.eval_batch >= 2, "held_out and eval_batch must be >= 2")
 
     def model_cfg(self, vocab_size: int, pad_id: int, tokenizer_dir: str) -> dict:

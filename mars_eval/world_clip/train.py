@@ -4,6 +4,11 @@ Each training pair shows an image with its English or its Chinese caption (a coi
 one text tower learns both languages. The BPE vocabulary is trained on the training captions only, and held-out
 images never enter a batch, so the retrieval figures are honest held-out numbers.
 
+Recipe (measured on a 2,500-image world, held-out top-1 within batches of 32, 1,000 steps): plain CLIP loss
+33 % / 31 % (en / zh); + auxiliary caption-token prediction from both embeddings (`train_clip_model`) 55 % /
+53 %; + initial logit scale 30 instead of 14.3 60 % / 56 %. open_clip's learning rate schedule, loss and
+model are otherwise unchanged.
+
 Saved directory (written atomically, see store.py):
     open_clip_config.json          {"model_cfg": ..., "preprocess_cfg": ...}; load with
                                    open_clip.create_model_and_transforms("local-dir:DIR")
@@ -64,16 +69,33 @@ def split_sizes(n: int, cfg: WorldClipConfig) -> tuple[int, int]:
     return n - held, held
 
 
+def bag_of_tokens(tokens: list[torch.Tensor], vocab: int, pad_id: int) -> torch.Tensor:
+    """(B, vocab) multi-hot of the token ids in any of `tokens` (each (B, T)), padding left out."""
+    out = torch.zeros(len(tokens[0]), vocab)
+    for t in tokens:
+        out.scatter_(1, t, 1.0)
+    out[:, pad_id] = 0.0
+    return out
+
+
 def train_clip_model(model, train: PairSet, cfg: WorldClipConfig, progress: Progress | None = None,
                      stream: SceneStream | None = None, tokenizer=None) -> list[float]:
     """The contrastive loop on `train` (plus `cfg.fresh` of each batch from `stream`, tokenised with
-    `tokenizer`); returns the loss per step."""
+    `tokenizer`); returns the loss per step.
+
+    With `cfg.aux_words` > 0 the image embedding also predicts, through a linear layer that is thrown away
+    afterwards, which tokens the image's English and Chinese captions contain (multi-label): a dense,
+    direct signal for what is in the image, so the image tower learns kinds, colours and counts long before
+    the contrastive loss alone would teach them. The saved model is a plain open_clip CLIP."""
     import open_clip
 
     gen = torch.Generator().manual_seed(cfg.seed)
     n_fresh = round(cfg.fresh * cfg.batch_size) if stream is not None else 0
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98),
-                            eps=1e-6)
+    vocab, pad_id = model.vocab_size, tokenizer.tokenizer.pad_token_id if tokenizer is not None else 0
+    words = torch.nn.Linear(cfg.embed_dim, vocab) if cfg.aux_words > 0 else None
+    twords = torch.nn.Linear(cfg.embed_dim, vocab) if cfg.aux_text_words > 0 else None
+    params = list(model.parameters()) + [p for m in (words, twords) if m is not None for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98), eps=1e-6)
     loss_fn = open_clip.ClipLoss()
     batch = min(cfg.batch_size - n_fresh, len(train))
     pool = ScenePool(stream, max(cfg.fresh_pool, n_fresh), cfg.fresh_refresh) if n_fresh and cfg.fresh_pool else None
@@ -84,16 +106,25 @@ def train_clip_model(model, train: PairSet, cfg: WorldClipConfig, progress: Prog
             g["lr"] = _lr(step, cfg)
         idx = torch.randperm(len(train), generator=gen)[:batch]  # distinct images within a batch
         use_zh = torch.rand(batch + n_fresh, generator=gen) < 0.5
-        text = torch.where(use_zh[:batch, None], train.tokens["zh"][idx], train.tokens["en"][idx])  # (b, T)
+        both = {lang: train.tokens[lang][idx] for lang in LANGS}  # lang -> (b, T)
         images = train.images[idx]  # (b, 3, H, W) uint8
         if n_fresh:
             fresh_images, scenes = pool.batch(n_fresh, gen) if pool is not None else stream.batch(n_fresh)
-            fresh_text = tokenizer([caption(sc, "zh" if z else "en") for sc, z in zip(scenes, use_zh[batch:].tolist(),
-                                                                                        strict=True)])
-            images, text = torch.cat([images, fresh_images]), torch.cat([text, fresh_text.long()])  # (B, ...)
+            images = torch.cat([images, fresh_images])  # (B, 3, H, W)
+            for lang in LANGS:
+                both[lang] = torch.cat([both[lang], tokenizer([caption(sc, lang) for sc in scenes]).long()])
+        text = torch.where(use_zh[:, None], both["zh"], both["en"])  # (B, T)
         images = shift(images, cfg.max_shift * cfg.image_size // 32, gen)  # (B, 3, S, S) uint8
-        img_f, txt_f, scale = model(normalise(images, MEAN, STD), text)  # (B, E), (B, E), ()
-        loss = loss_fn(img_f, txt_f, scale)
+        img_raw = model.encode_image(normalise(images, MEAN, STD))  # (B, E), as model(images, text) computes
+        img_f = torch.nn.functional.normalize(img_raw, dim=-1)
+        txt_raw = model.encode_text(text)  # (B, E)
+        txt_f = torch.nn.functional.normalize(txt_raw, dim=-1)
+        loss = loss_fn(img_f, txt_f, model.logit_scale.exp())
+        bag = bag_of_tokens([both["en"], both["zh"]], vocab, pad_id)  # (B, vocab)
+        for head, feats, w in ((words, img_raw, cfg.aux_words), (twords, txt_raw, cfg.aux_text_words)):
+            if head is not None:
+                loss = loss + w * torch.nn.functional.binary_cross_entropy_with_logits(
+                    head(feats), bag, reduction="sum") / len(bag)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -154,6 +185,8 @@ def train_world_clip(world: str | Path, out: str | Path, cfg: WorldClipConfig | 
 
         model_cfg = cfg.model_cfg(vocab, pad_id, str(final))
         model = open_clip.CLIP(**model_cfg)
+        with torch.no_grad():  # a training choice, not part of the saved config (the weights hold the value)
+            model.logit_scale.fill_(math.log(cfg.logit_scale_init))
         t_train, cpu_train = time.perf_counter(), time.process_time()
         exclude = val_prompts(world) | set(held.captions["en"])
         stream = SceneStream(cfg.seed, exclude, out_size=cfg.image_size) if cfg.fresh > 0 else None
