@@ -172,7 +172,8 @@ class Ablation:
         if llm:
             from transformers import AutoModelForCausalLM
 
-            model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                         local_files_only=True).eval()
         else:
             from mars_ref.model import MarsModel
 
