@@ -56,6 +56,15 @@ def test_html_escapes_user_text(tmp_path):
     assert json.dumps(info)
 
 
+def test_markdown_shows_each_sample_grid_as_a_png(tmp_path):
+    run, _ = _run(tmp_path)
+    build_report([run], tmp_path / "out")
+    assert "![grid](grid_00.png)" in (tmp_path / "out" / "report.md").read_text()
+    with Image.open(tmp_path / "out" / "grid_00.png") as im:
+        px = list(im.convert("RGB").getdata())
+    assert sum(p == (255, 0, 0) for p in px) > 1000  # the 8x8 red sample, drawn large with nearest upscaling
+
+
 def test_history_flags_regressions(tmp_path):
     from mars_eval.report.history import history_report, regressions
     from mars_eval.results import append_rows

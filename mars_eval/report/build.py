@@ -172,8 +172,9 @@ def build_report(runs: list[Path], out: Path, title: str = "mars-eval report") -
     for i, (name, png) in enumerate(figs):
         atomic_write_bytes(out / f"chart_{i:02d}.png", png)
         md.append(f"![{name}](chart_{i:02d}.png)\n")
-    for label, items in grids:
-        md.append(f"### Samples: {label}\n\n" + "".join(
+    for i, (label, items) in enumerate(grids):
+        atomic_write_bytes(out / f"grid_{i:02d}.png", charts.image_grid(label, items))
+        md.append(f"### Samples: {label}\n\n![{label}](grid_{i:02d}.png)\n\n" + "".join(
             f"- `{it['path'].name}` {it['prompt']!r}" + (f" score {it['score']:.3f}" if it["score"] is not None else "")
             + "\n" for it in items))
     atomic_write_text(out / "report.md", "\n".join(md))

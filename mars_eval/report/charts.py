@@ -43,3 +43,27 @@ def lines(title: str, series: dict[str, tuple[list[float], list[float]]], xlabel
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     return _png(fig)
+
+
+def image_grid(title: str, items: list[dict], cols: int = 6) -> bytes:
+    """Generated images (item: path, prompt, score) in a grid, each titled with its prompt and score.
+    The bundled fonts have no CJK glyphs, so a non-ASCII prompt is titled by its number (the Markdown lists it)."""
+    import textwrap
+
+    from PIL import Image
+
+    rows = max(1, -(-len(items) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.25 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= len(items):
+            continue
+        it = items[k]
+        with Image.open(it["path"]) as im:
+            ax.imshow(im.convert("RGB"), interpolation="nearest")
+        text = "\n".join(textwrap.wrap(it["prompt"], 26)[:3]) if it["prompt"].isascii() else f"#{k + 1}"
+        if it.get("score") is not None:
+            text += f"\nscore {it['score']:.2f}"
+        ax.set_title(text, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _png(fig)
