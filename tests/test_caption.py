@@ -33,6 +33,7 @@ def test_true_captions_score_one_and_wrong_ones_zero(ckpt, monkeypatch, lang):
     monkeypatch.setattr(evaluate, "_greedy", lambda model, tok, prompts, max_new: truth)
     res = evaluate.captioning_accuracy(b.model, b.vq, b.tokenizer, n=14, seed=7)
     assert res["caption_exact"] == 1.0 and res["caption_object_recall"] == 1.0 and res["caption_parsed"] == 1.0
+    assert res["caption_kind_recall"] == 1.0
     assert all(res[f"caption_exact/{c}"] == 1.0 for c in CATEGORIES)
     shifted = truth[1:] + truth[:1]  # every caption belongs to another scene
     monkeypatch.setattr(evaluate, "_greedy", lambda model, tok, prompts, max_new: shifted)
@@ -41,6 +42,7 @@ def test_true_captions_score_one_and_wrong_ones_zero(ckpt, monkeypatch, lang):
     monkeypatch.setattr(evaluate, "_greedy", lambda model, tok, prompts, max_new: ["not a caption"] * 14)
     res = evaluate.captioning_accuracy(b.model, b.vq, b.tokenizer, n=14, seed=7)
     assert res["caption_exact"] == 0.0 and res["caption_parsed"] == 0.0 and res["caption_object_recall"] == 0.0
+    assert res["caption_kind_recall"] == 0.0
 
 
 def test_cli_runs_a_bundle(ckpt, capsys):
@@ -55,3 +57,20 @@ def test_cli_bad_checkpoint_is_one_line(tmp_path, capsys):
         main(["caption", "--ckpt", str(tmp_path / "missing")])
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+def test_kind_recall_counts_the_named_kinds(ckpt, monkeypatch):
+    """Hand-made captions for two known scenes: the right kinds with an unstated attribute count as named kinds
+    (not as whole objects); a kind the scene lacks does not."""
+    from mars_eval.bundle import Bundle
+
+    b = Bundle.load(ckpt)
+    rng = np.random.default_rng(3)
+    scenes = [sample_scene(CATEGORIES[i % len(CATEGORIES)], rng) for i in range(2)]
+    kinds = [[o["kind"] for o in s.truth()["objects"]] for s in scenes]
+    other = next(k for k in ("ball", "kite", "car", "moon") if k not in kinds[1])
+    made = [" and ".join(f"a striped {k}" for k in kinds[0]), f"a striped {kinds[1][0]} and a striped {other}"]
+    monkeypatch.setattr(evaluate, "_greedy", lambda model, tok, prompts, max_new: made)
+    res = evaluate.captioning_accuracy(b.model, b.vq, b.tokenizer, n=2, seed=3)
+    assert res["caption_parsed"] == 1.0 and res["caption_object_recall"] == 0.0
+    assert res["caption_kind_recall"] == pytest.approx((len(kinds[0]) + 1) / (len(kinds[0]) + len(kinds[1])))

@@ -53,7 +53,7 @@ def image_grid(title: str, items: list[dict], cols: int = 6) -> bytes:
     from PIL import Image
 
     rows = max(1, -(-len(items) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.25 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.7 * rows), squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k >= len(items):

@@ -188,7 +188,7 @@ class Ablation:
             cap = captioning_accuracy(model, self.arts.vq(), tok, n=self.b["captioning_images"], seed=1000 + seed)
             row = {**row, "table": "Captioning (fresh world renders vs ground truth)"}
             rows += [{**row, "metric": k, "value": float(cap[k])} for k in
-                     ("caption_exact", "caption_object_recall", "caption_parsed")]
+                     ("caption_exact", "caption_object_recall", "caption_kind_recall", "caption_parsed")]
         return rows
 
     def nktp(self, m: Model) -> list[dict]:
