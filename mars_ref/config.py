@@ -51,6 +51,10 @@ class MarsConfig:
     codebook_size: int = 64
     n_special: int = len(SPECIAL_TOKENS)
     visual_expert: bool = True  # False = the paper's "w/o visual expert" ablation: all weights shared and trained
+    # Stage III RoPE positions of the suffix (mars_ref/nktp.py): "sequential" counts on through the low-res block and
+    # the high-res grid; "aligned" puts each high-res slot right after ITS low-res token's position (+ a fraction
+    # for its place in the 2x2 block), so "look at the token I refine" is one fixed relative offset to learn
+    stage3_positions: str = "sequential"
 
     def __post_init__(self):
         ints = ("text_vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -72,6 +76,9 @@ class MarsConfig:
                                f"({' '.join(SPECIAL_TOKENS)}), got {self.n_special}")
         if not (self.rope_theta > 0 and self.rms_norm_eps > 0 and self.initializer_range > 0):
             raise MarsRefError(f"config {self.name!r}: rope_theta, rms_norm_eps and initializer_range must be > 0")
+        if self.stage3_positions not in ("sequential", "aligned"):
+            raise MarsRefError(f"config {self.name!r}: stage3_positions must be 'sequential' or 'aligned', got "
+                               f"{self.stage3_positions!r}")
         for f in ("tie_word_embeddings", "attention_bias", "visual_expert"):
             if not isinstance(getattr(self, f), bool):
                 raise MarsRefError(f"config {self.name!r}: {f} must be true or false, got {getattr(self, f)!r}")

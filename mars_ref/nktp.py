@@ -70,6 +70,23 @@ def stage3_suffix(cfg: MarsConfig, lowres: Tensor, hires: Tensor | None, n_hi: i
     return torch.cat([col(cfg.boi_id), lowres.long() + cfg.codebook_offset, col(cfg.eoi_id), col(cfg.boh_id), hi], 1)
 
 
+def suffix_positions(cfg: MarsConfig, n_low: int, hi_grid: tuple[int, int]) -> Tensor | None:
+    """RoPE positions (S,) of the suffix relative to its start, or None for the default sequential count.
+
+    "aligned" (cfg.stage3_positions): <boi> 0, low-res token j at 1 + j, <eoi> N0 + 1, <boh> N0 + 2, and the
+    high-res slot (r, c) at N0 + 3 + j(r // 2, c // 2) + (2 (r % 2) + c % 2) / 4: every slot sits a fixed N0 + 2
+    (+ its quarter) after the low-res token it refines. Needs a low-res grid of half the high-res sides."""
+    if cfg.stage3_positions == "sequential":
+        return None
+    h, w = hi_grid
+    if h % 2 or w % 2 or n_low != (h // 2) * (w // 2):
+        raise MarsRefError(f"aligned Stage III positions need a low-res grid of half the high-res sides: "
+                           f"{n_low} low-res tokens for a {h}x{w} grid")
+    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")  # (h, w)
+    hi = n_low + 3 + (r // 2) * (w // 2) + c // 2 + (2 * (r % 2) + c % 2) / 4  # (h, w)
+    return torch.cat([torch.arange(n_low + 3, dtype=torch.float), hi.flatten().float()])  # (N0 + 3 + h*w,)
+
+
 class NktpResult(NamedTuple):
     tokens: Tensor  # (B, h*w) codebook indices of the high-res grid
     forward_passes: int  # model calls for the whole batch (caption prefill + one per step)
@@ -102,10 +119,13 @@ def nktp_generate(model: MarsModel, prefix_ids_list: Sequence[Sequence[int]], lo
     model.eval()
     prefix = model(pad_left(rows, cfg.pad_id, dev), use_cache=True, keep_last=1).cache
     suffix = stage3_suffix(cfg, lowres, None, N)  # (R, S)
+    rel = suffix_positions(cfg, lowres.shape[1], hi_grid)
+    positions = None if rel is None else prefix.next_pos[:, None] + rel.to(dev)  # (R, S)
     allowed = codebook_mask(cfg, dev)
     tokens = torch.full((B, N), -1, dtype=torch.long, device=dev)
     for step, n_fill in enumerate(counts):
-        logits = model(suffix, cache=prefix, suffix_start=prefix.length, keep_last=N).logits.float()  # (R, N, V)
+        logits = model(suffix, cache=prefix, positions=positions, suffix_start=prefix.length,
+                       keep_last=N).logits.float()  # (R, N, V)
         if cfg_scale is not None:
             logits = cfg_combine(logits[:B], logits[B:], cfg_scale)  # (B, N, V)
         logits = restrict_to(logits, allowed)
@@ -142,11 +162,12 @@ def random_mask(B: int, N: int, generator: torch.Generator | None = None,
 def nktp_loss(model: MarsModel, prefix_ids: Tensor, lowres: Tensor, hires: Tensor, *,
               generator: torch.Generator | None = None,
               mask_ratio: Callable[[int, torch.Generator | None], Tensor] = mask_ratio_cosine,
-              masked: Tensor | None = None) -> LossStats:
+              masked: Tensor | None = None, hi_grid: tuple[int, int] | None = None) -> LossStats:
     """Stage III training loss: mask a random fraction (>= 1 token) of each high-res grid, predict the masked tokens.
 
     prefix_ids (B, P) left-padded caption ids; lowres (B, N0) and hires (B, N1) codebook indices (CPU generator).
     masked (B, N1) bool: a mask chosen by the caller (e.g. per example, see `random_mask`) instead of the generator.
+    hi_grid: (h, w) of the high-res grid, for aligned positions (default: square).
     """
     cfg = model.config
     B, N = hires.shape
@@ -156,5 +177,12 @@ def nktp_loss(model: MarsModel, prefix_ids: Tensor, lowres: Tensor, hires: Tenso
     suffix = stage3_suffix(cfg, lowres, hires, N)
     suffix[:, -N:] = torch.where(masked, cfg.mask_id, suffix[:, -N:])
     ids = torch.cat([prefix_ids.to(suffix.device), suffix], dim=1)
-    logits = model(ids, suffix_start=prefix_ids.shape[1], keep_last=N).logits  # (B, N, V)
+    side = math.isqrt(N)
+    rel = suffix_positions(cfg, lowres.shape[1], hi_grid or (side, side))
+    positions = None
+    if rel is not None:  # the prefix counts its non-padding tokens (as the model's default); the suffix follows
+        valid = (prefix_ids != cfg.pad_id).to(suffix.device)  # (B, P)
+        pre = (valid.long().cumsum(1) - 1).clamp(min=0).float()  # (B, P)
+        positions = torch.cat([pre, valid.sum(1, keepdim=True).float() + rel.to(suffix.device)], dim=1)  # (B, T)
+    logits = model(ids, positions=positions, suffix_start=prefix_ids.shape[1], keep_last=N).logits  # (B, N, V)
     return ntp_loss(logits, hires.long() + cfg.codebook_offset, masked, cfg.text_vocab_size)

@@ -11,7 +11,7 @@ from mars_ref.config import MarsConfig
 from mars_ref.errors import MarsRefError
 from mars_ref.losses import ntp_loss, ntp_targets
 from mars_ref.model import MarsModel
-from mars_ref.nktp import nktp_generate, nktp_loss, nktp_schedule, stage3_suffix
+from mars_ref.nktp import nktp_generate, nktp_loss, nktp_schedule, stage3_suffix, suffix_positions
 from mars_ref.sampling import image_seed
 
 torch.set_num_threads(1)
@@ -124,3 +124,56 @@ def test_nktp_loss_counts_masked_only_and_trains_image_path():
     assert torch.isfinite(stats.loss)
     assert m.layers[0].mlp_vision.up_proj.weight.grad.abs().sum() > 0
     assert m.layers[0].mlp_text.up_proj.weight.grad is None
+
+
+def aligned_tiny(seed=0) -> MarsModel:
+    m = tiny(seed)
+    m.config = m.config.replace(stage3_positions="aligned")
+    return m
+
+
+def test_aligned_positions_pinned():
+    cfg = MarsConfig.from_preset("tiny", stage3_positions="aligned")
+    pos = suffix_positions(cfg, 4, (4, 4)).tolist()  # low-res 2x2, high-res 4x4
+    assert pos[:7] == [0, 1, 2, 3, 4, 5, 6]  # <boi>, 4 low-res tokens, <eoi>, <boh>
+    hi = pos[7:]
+    # slot (r, c) = 7 + index of low-res token (r // 2, c // 2) + (2 (r % 2) + c % 2) / 4
+    assert hi[:4] == [7.0, 7.25, 8.0, 8.25] and hi[4:8] == [7.5, 7.75, 8.5, 8.75]
+    assert hi[8:12] == [9.0, 9.25, 10.0, 10.25] and hi[12:] == [9.5, 9.75, 10.5, 10.75]
+    assert suffix_positions(MarsConfig.from_preset("tiny"), 4, (4, 4)) is None
+    with pytest.raises(MarsRefError, match="half the high-res sides"):
+        suffix_positions(cfg, 6, (4, 4))
+    with pytest.raises(MarsRefError, match="stage3_positions"):
+        MarsConfig.from_preset("tiny", stage3_positions="2d")
+
+
+def _manual_logits(m, prefix, lowres, hires_or_none, n_hi, positions):
+    cfg = m.config
+    ids = torch.cat([torch.tensor([prefix]), stage3_suffix(cfg, lowres, hires_or_none, n_hi)], 1)
+    with torch.no_grad():
+        return ids, m(ids, positions=positions, suffix_start=len(prefix)).logits[:, -n_hi:]
+
+
+def test_aligned_generation_and_loss_use_the_documented_positions():
+    """Greedy one-pass NKTP and the masked-token loss both equal a plain forward at the documented positions."""
+    m = aligned_tiny()
+    cfg = m.config
+    g = torch.Generator().manual_seed(5)
+    lowres = torch.randint(0, cfg.codebook_size, (1, 4), generator=g)
+    hires = torch.randint(0, cfg.codebook_size, (1, 16), generator=g)
+    prefix = [5, 6, 7]
+    positions = torch.cat([torch.arange(3.0), 3 + suffix_positions(cfg, 4, (4, 4))])[None]  # (1, T)
+    _, logits = _manual_logits(m, prefix, lowres, None, 16, positions)
+    code = slice(cfg.codebook_offset, cfg.codebook_offset + cfg.codebook_size)
+    res = nktp_generate(m, [prefix], lowres, (4, 4), seeds=None, k=16)
+    assert res.tokens[0].tolist() == logits[0, :, code].argmax(-1).tolist()
+    _, seq = _manual_logits(m, prefix, lowres, None, 16, None)  # the sequential layout predicts otherwise
+    assert not torch.allclose(seq, logits)
+
+    masked = torch.ones(1, 16, dtype=torch.bool)
+    stats = nktp_loss(m, torch.tensor([prefix]), lowres, hires, masked=masked)
+    ids = stage3_suffix(cfg, lowres, None, 16)  # all <mask>: what nktp_loss feeds with everything masked
+    with torch.no_grad():
+        logits = m(torch.cat([torch.tensor([prefix]), ids], 1), positions=positions, suffix_start=3).logits[:, -16:]
+    ref = ntp_loss(logits, hires + cfg.codebook_offset, masked, cfg.text_vocab_size)
+    assert math.isclose(float(stats.loss.detach()), float(ref.loss), rel_tol=1e-5)

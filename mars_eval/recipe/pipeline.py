@@ -235,6 +235,10 @@ class Artifacts:
         key = {"stage": stage, "train": {k: v for k, v in cfg.to_dict().items() if k not in how}, "model": self.preset.tables["model"], "init": str(init),
                "expert": visual_expert, "world": str(self.world()), "tok": str(self.tokenizer_dir()),
                "vq": str(self.vq_dir()) if stage != "0" else None}
+        if stage == "III":
+            from mars_eval.recipe.stages import STAGE3_POSITIONS
+
+            key["stage3_positions"] = STAGE3_POSITIONS
         d = self._dir(f"stage{stage}", key)
         if not self.done(d):
             resume = (d / "ckpt").is_dir() and any((d / "ckpt").iterdir())

@@ -28,6 +28,7 @@ from mars_ref.config import MarsConfig
 from mars_ref.model import MarsModel
 
 STAGES = ("0", "I", "II", "III")
+STAGE3_POSITIONS = "aligned"  # Stage III suffix layout (mars_ref/nktp.py); "sequential" erased objects at world scale
 CORPUS = {"I": "stage1", "II": "stage2", "III": "stage3"}
 
 
@@ -62,9 +63,12 @@ class FromMars:
     """Stage II / III model: continue from the previous stage's exported model."""
 
     mars_dir: str
+    stage3_positions: str | None = None  # Stage III: switch the suffix layout (MarsConfig.stage3_positions)
 
     def __call__(self) -> nn.Module:
         m = MarsModel.load(self.mars_dir)
+        if self.stage3_positions is not None:
+            m.config = m.config.replace(stage3_positions=self.stage3_positions)
         m.set_trainable()
         return m
 
@@ -106,7 +110,7 @@ def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokeniz
     if stage == "I":
         build = FromQwen2(str(init_dir), model_cfg.codebook_size, visual_expert)
     else:
-        build = FromMars(str(init_dir))
+        build = FromMars(str(init_dir), STAGE3_POSITIONS if stage == "III" else None)
     cfg = build().config
     if stage == "III":
         return build, objectives.NKTPLoss(cfg), objectives.SuperResData(corpus, cfg)
