@@ -97,6 +97,12 @@ class Rotary(nn.Module):
         return emb.cos()[:, None], emb.sin()[:, None]  # (B, 1, T, hd) each
 
 
+def token_positions(valid: Tensor) -> Tensor:
+    """(B, T) RoPE positions counting only the non-padding tokens of `valid` (B, T), so left padding does not
+    shift them (a padding slot gets its neighbour's position; it is never attended to)."""
+    return (valid.long().cumsum(1) - 1).clamp(min=0)
+
+
 def _rotate_half(x: Tensor) -> Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -274,7 +280,7 @@ class MarsModel(nn.Module):
         valid = ids != cfg.pad_id  # (B, T)
         base = cache.next_pos if cache is not None else torch.zeros(B, dtype=torch.long, device=ids.device)
         if positions is None:
-            positions = base[:, None] + (valid.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
+            positions = base[:, None] + token_positions(valid)  # (B, T)
         valid_k = valid if cache is None else torch.cat([cache.valid, valid], dim=1)  # (B, Tk)
         mask = attn_mask if attn_mask is not None else causal_mask(valid_k, T, suffix_start)
         cos, sin = self.rotary(positions)

@@ -20,7 +20,7 @@ from torch import Tensor
 from mars_ref.config import MarsConfig
 from mars_ref.errors import MarsRefError
 from mars_ref.losses import LossStats, ntp_loss
-from mars_ref.model import MarsModel
+from mars_ref.model import MarsModel, token_positions
 from mars_ref.sampling import (
     cfg_combine,
     codebook_mask,
@@ -182,7 +182,7 @@ def nktp_loss(model: MarsModel, prefix_ids: Tensor, lowres: Tensor, hires: Tenso
     positions = None
     if rel is not None:  # the prefix counts its non-padding tokens (as the model's default); the suffix follows
         valid = (prefix_ids != cfg.pad_id).to(suffix.device)  # (B, P)
-        pre = (valid.long().cumsum(1) - 1).clamp(min=0).float()  # (B, P)
+        pre = token_positions(valid).float()  # (B, P)
         positions = torch.cat([pre, valid.sum(1, keepdim=True).float() + rel.to(suffix.device)], dim=1)  # (B, T)
     logits = model(ids, positions=positions, suffix_start=prefix_ids.shape[1], keep_last=N).logits  # (B, N, V)
     return ntp_loss(logits, hires.long() + cfg.codebook_offset, masked, cfg.text_vocab_size)

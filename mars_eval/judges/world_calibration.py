@@ -24,6 +24,7 @@ from mars_eval.judges.world_detector_train import vq_roundtrip
 from mars_eval.judges.world_judges import CATEGORIES, WorldJudges
 from mars_eval.judges.world_rules import passes
 from mars_ref.world.render import render
+from mars_ref.world.sampling import OCCLUSION_RELATIONS
 from mars_ref.world.scene import Scene
 
 SIZE = 32
@@ -31,7 +32,7 @@ SIZE = 32
 
 # categories whose val prompts are a subset of another category's: 3d_spatial = non_spatial prompts stating an
 # occlusion relation (unless the world has its own 3d_spatial_val.jsonl)
-SUBSETS = {"3d_spatial": ("non_spatial", ("in_front_of", "behind"))}
+SUBSETS = {"3d_spatial": ("non_spatial", OCCLUSION_RELATIONS)}
 
 
 def val_rows(world_dir: str | Path, category: str) -> list[dict]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from mars_ref.world import lexicon as L
 from mars_ref.world.layout import LayoutError
-from mars_ref.world.sampling import realize
+from mars_ref.world.sampling import OCCLUSION_RELATIONS, realize
 from mars_ref.world.scene import Relation, Scene
 
 OPPOSITE = {"left_of": "right_of", "right_of": "left_of", "above": "below", "below": "above",
@@ -85,7 +85,7 @@ def corrupt_relation(scene: Scene, r: Relation, rng: np.random.Generator) -> Sce
     if r.rel in ("bigger_than", "smaller_than"):
         rels = [replace(x, rel=OPPOSITE[x.rel]) if x == r else x for x in scene.relations]
         return _relaid(scene, scene.groups, rels, rng)
-    if r.rel in ("in_front_of", "behind"):  # swap the drawing order of the pair's members
+    if r.rel in OCCLUSION_RELATIONS:  # swap the drawing order of the pair's members
         objs = list(scene.objects)
         slots = [k for k, o in enumerate(objs) if o.group in (r.subj, r.obj)]
         members = [objs[k] for k in slots][::-1]
@@ -121,7 +121,7 @@ def corrupt(scene: Scene, category: str, rng: np.random.Generator) -> Scene | No
     if category in ("spatial", "non_spatial"):
         return corrupt_relation(scene, scene.relations[0], rng)
     if category == "3d_spatial":
-        r = next((r for r in scene.relations if r.rel in ("in_front_of", "behind")), None)
+        r = next((r for r in scene.relations if r.rel in OCCLUSION_RELATIONS), None)
         return corrupt_relation(scene, r, rng) if r is not None else None
     if category == "numeracy":
         return corrupt_count(scene, rng)

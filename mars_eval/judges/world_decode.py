@@ -78,11 +78,10 @@ def detect(model, images: list[Image.Image], threshold: float = 0.05, max_dets: 
         boxes = torch.tensor([p[1] for ps in peaks for p in ps], dtype=torch.float32).reshape(-1, 4)
         read = _chunked(model.read, x, index, boxes) if len(boxes) else {}
         probs = {k: torch.softmax(v, dim=1).numpy() for k, v in read.items()}
-        n = 0
+        n, s = 0, min(h, w)  # s: pixels per canvas unit
         for j, i in enumerate(idx):
             dets = []
             for d, (score, (cx, cy, bw, bh), occluded) in enumerate(peaks[j], n):
-                s = min(h, w)  # pixels per canvas unit
                 dets.append(Detection(
                     calibrate_score(score, platt) if platt != IDENTITY else score,
                     ((cx - bw / 2) / s, (cy - bh / 2) / s, (cx + bw / 2) / s, (cy + bh / 2) / s),

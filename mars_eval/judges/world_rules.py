@@ -32,7 +32,7 @@ from mars_eval.errors import MarsEvalError
 from mars_eval.judges.world_decode import Detection
 from mars_eval.judges.world_targets import COLOR_INDEX, KIND_INDEX, SHAPE_INDEX, TEXTURE_INDEX
 from mars_ref.world import lexicon as L
-from mars_ref.world.sampling import complex_kind
+from mars_ref.world.sampling import OCCLUSION_RELATIONS, complex_kind
 from mars_ref.world.scene import MIN_OCCLUSION, box_area, box_overlap
 
 COUNT_THRESHOLD = 0.5
@@ -131,7 +131,7 @@ def relation_prob(rel: str, a: Detection, b: Detection) -> float:
         z = (math.log(a.extent / b.extent) - RATIO_SPLIT) / RATIO_TEMP
         zs = (math.log(b.extent / a.extent) - RATIO_SPLIT) / RATIO_TEMP
         return _sigmoid(z if rel == "bigger_than" else zs)
-    if rel in ("in_front_of", "behind"):
+    if rel in OCCLUSION_RELATIONS:
         share = box_overlap(a.box, b.box) / max(1e-9, min(box_area(a.box), box_area(b.box)))
         overlap = _sigmoid((share - MIN_OCCLUSION) / OVERLAP_TEMP)
         front, back = (a, b) if rel == "in_front_of" else (b, a)
@@ -141,9 +141,6 @@ def relation_prob(rel: str, a: Detection, b: Detection) -> float:
     if rel == "same_color_as":
         return float(np.dot(a.color, b.color))
     raise MarsEvalError(f"not a non-spatial relation: {rel!r}")
-
-
-OCCLUSION_RELATIONS = ("in_front_of", "behind")
 
 
 def non_spatial_score(dets: list[Detection], groups: list[dict], relations: list[dict],

@@ -2,7 +2,8 @@
 
 A built world holds a few thousand images; a model trained for a thousand steps of 64 sees each of them many
 times and starts to memorise instances. Sampling and rendering a new scene costs about 2 ms at 32 px, so the
-trainers mix them into every batch (the judges' trainer through a `ScenePool`, which re-shows each a few times). Scenes come from a stream seeded apart from the world build's streams, and
+trainers mix them into every batch (through a `ScenePool`, which re-shows each a few times). Scenes come from a
+stream seeded apart from the world build's streams, and
 a scene whose English caption is a val prompt of the world (`WORLD/prompts/*_val.txt`) is skipped, exactly as
 the world build does, so held-out prompts stay held out.
 """
