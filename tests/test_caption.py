@@ -74,3 +74,64 @@ def test_kind_recall_counts_the_named_kinds(ckpt, monkeypatch):
     res = evaluate.captioning_accuracy(b.model, b.vq, b.tokenizer, n=2, seed=3)
     assert res["caption_parsed"] == 1.0 and res["caption_object_recall"] == 0.0
     assert res["caption_kind_recall"] == pytest.approx((len(kinds[0]) + 1) / (len(kinds[0]) + len(kinds[1])))
+
+
+def test_prompt_use_matches_unpadded_sequences(ckpt):
+    """prompt_use's batched, padded NLL equals one-sequence-at-a-time cross-entropy; the gain is their difference."""
+    import torch
+
+    from mars_eval.bundle import Bundle
+    from mars_eval.recipe.sequences import t2i
+    from mars_ref.vq_train import to_model_range
+    from mars_ref.world import render
+
+    b = Bundle.load(ckpt)
+    cfg, n, seed = b.model.config, 5, 3
+    res = evaluate.prompt_use(b.model, b.vq, b.tokenizer, n=n, seed=seed, batch=2)
+    rng = np.random.default_rng(seed)
+    scenes = [sample_scene(CATEGORIES[i % len(CATEGORIES)], rng) for i in range(n)]
+    shift = int(rng.integers(1, n))
+    x = torch.from_numpy(np.stack([np.asarray(render(s, 32, 32)) for s in scenes])).permute(0, 3, 1, 2)
+    codes = b.vq.encode(to_model_range(x)).flatten(1)
+    caps = [b.tokenizer(caption(s, "en"), add_special_tokens=False)["input_ids"] for s in scenes]
+
+    def nll(pick):
+        total = count = 0.0
+        for i in range(n):
+            ids, target = t2i(cfg, caps[pick(i)], codes[i].tolist())
+            with torch.no_grad():
+                logits = b.model(torch.tensor([ids])).logits[0, :-1].float()
+            sel = torch.tensor(target[1:])
+            ce = torch.nn.functional.cross_entropy(logits[sel], torch.tensor(ids[1:])[sel], reduction="sum")
+            total, count = total + float(ce), count + int(sel.sum())
+        return total / count, count / n
+
+    own, per_image = nll(lambda i: i)
+    other, _ = nll(lambda i: (i + shift) % n)
+    assert res["t2i_nll"] == pytest.approx(own, rel=1e-4)
+    assert res["t2i_nll_other_caption"] == pytest.approx(other, rel=1e-4)
+    assert res["prompt_gain"] == pytest.approx((other - own) * per_image, rel=1e-3, abs=1e-3)
+
+
+def test_prompt_use_is_zero_for_a_model_blind_to_the_prompt(ckpt):
+    """A model whose logits at each position depend on that position's token only cannot use the caption."""
+    import torch
+
+    from mars_eval.bundle import Bundle
+
+    b = Bundle.load(ckpt)
+
+    class Bigram(torch.nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.config = config
+            self.table = torch.nn.Embedding(config.vocab_size, config.vocab_size)
+
+        def forward(self, ids):
+            return type("Out", (), {"logits": self.table(ids)})
+
+    res = evaluate.prompt_use(Bigram(b.model.config), b.vq, b.tokenizer, n=6, seed=0)
+    # zero up to float32 summation order (batches of different padding): 1e-3 nats per image, where a model that
+    # reads the prompt gains nats
+    assert res["prompt_gain"] == pytest.approx(0.0, abs=1e-3)
+    assert res["t2i_nll"] == pytest.approx(res["t2i_nll_empty_caption"], abs=1e-5)

@@ -1,4 +1,5 @@
-"""`mars-eval caption --ckpt CKPT`: the model's image -> text direction, scored against the world's ground truth."""
+"""`mars-eval caption --ckpt CKPT`: the model's image -> text direction, scored against the world's ground truth,
+and how much its text -> image direction uses the prompt (teacher-forced, on the same kind of fresh renders)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ def caption_command(
     seed: Annotated[int, typer.Option(help="Seed of the scenes (not of any training split: they are new).")] = 12345,
     as_json: JsonOpt = False,
 ) -> None:
-    """Greedy-caption fresh 32 px world renders; exact = objects and relations parse back to the scene's truth."""
+    """Greedy-caption fresh 32 px world renders; exact = objects and relations parse back to the scene's truth.
+    Also prompt_gain: nats per image the prompt saves in predicting the image tokens (own vs another caption)."""
     from mars_eval.bundle import Bundle
-    from mars_eval.recipe.evaluate import captioning_accuracy
+    from mars_eval.recipe.evaluate import captioning_accuracy, prompt_use
 
     bundle = Bundle.load(ckpt)
     res = captioning_accuracy(bundle.model, bundle.vq, bundle.tokenizer, n=n, seed=seed)
+    use = prompt_use(bundle.model, bundle.vq, bundle.tokenizer, n=n, seed=seed + 1)
     examples = res.pop("examples")
-    res = {"checkpoint": bundle.digest, **res}
+    res = {"checkpoint": bundle.digest, **res, **{k: v for k, v in use.items() if k != "n"}}
     if not as_json:
         for ex in examples:
             typer.echo(f"truth: {ex['truth_en']!r}  model: {ex['model']!r}", err=True)

@@ -1,5 +1,5 @@
 """Detector maps -> detections: centre-score peaks (3x3 local maxima) with boxes, then the reader's kind and
-attribute distributions from a crop at each box.
+attribute and occlusion distributions from a crop at each box.
 
 Images of any size are brought to the detector's scale first (`prepare`): shorter side 32 px (box filter when
 shrinking, as the world renderer itself anti-aliases), the longer side rounded to a multiple of 4. Boxes come
@@ -81,12 +81,12 @@ def detect(model, images: list[Image.Image], threshold: float = 0.05, max_dets: 
         n, s = 0, min(h, w)  # s: pixels per canvas unit
         for j, i in enumerate(idx):
             dets = []
-            for d, (score, (cx, cy, bw, bh), occluded) in enumerate(peaks[j], n):
+            for d, (score, (cx, cy, bw, bh)) in enumerate(peaks[j], n):
                 dets.append(Detection(
                     calibrate_score(score, platt) if platt != IDENTITY else score,
                     ((cx - bw / 2) / s, (cy - bh / 2) / s, (cx + bw / 2) / s, (cy + bh / 2) / s),
                     *(probs[name][d] for name in ("kind", "color", "texture", "shape")),
-                    occluded,
+                    float(probs["occluded"][d, 1]),
                 ))
             n += len(peaks[j])
             out[i] = dets
@@ -103,7 +103,7 @@ def _chunked(fn, x: torch.Tensor, *per_item: torch.Tensor):
 
 
 def _peaks(maps: dict[str, torch.Tensor], j: int, threshold: float, max_dets: int) -> list[tuple]:
-    """(score, box (cx, cy, w, h) in pixels, P(occluded)) per 3x3 local maximum of image j's centre score."""
+    """(score, box (cx, cy, w, h) in pixels) per 3x3 local maximum of image j's centre score."""
     heat = torch.sigmoid(maps["center"][j, 0])  # (h, w)
     local_max = torch.nn.functional.max_pool2d(heat[None, None], 3, 1, 1)[0, 0]
     ys, xs = torch.nonzero((heat >= local_max) & (heat > threshold), as_tuple=True)
@@ -113,6 +113,5 @@ def _peaks(maps: dict[str, torch.Tensor], j: int, threshold: float, max_dets: in
     for y, x in zip(ys[order].tolist(), xs[order].tolist(), strict=True):
         off = torch.sigmoid(maps["offset"][j, :, y, x])
         bw, bh = (torch.exp(maps["size"][j, :, y, x]) * px_per_unit).tolist()
-        out.append((float(heat[y, x]), ((x + float(off[0])) * STRIDE, (y + float(off[1])) * STRIDE, bw, bh),
-                    float(torch.sigmoid(maps["occluded"][j, 0, y, x]))))
+        out.append((float(heat[y, x]), ((x + float(off[0])) * STRIDE, (y + float(off[1])) * STRIDE, bw, bh)))
     return out

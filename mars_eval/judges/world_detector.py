@@ -3,14 +3,15 @@
 It is the world's analogue of T2I-CompBench's detector and VQA model in one network, in two stages:
 
     finder  for every pixel: is an object's centre here (a class-agnostic CenterNet heatmap), its box size and
-            sub-pixel offset, and whether a later object occludes it (what "in front of" / "behind" are judged
-            from); at full resolution, so that the centres of an overlapping pair (3 px apart at 32 px) are two
-            separate peaks
+            sub-pixel offset; at full resolution, so that the centres of an overlapping pair (3 px apart at
+            32 px) are two separate peaks
     reader  for every found object, two views: a square crop around its box resampled to CROP x CROP pixels,
             so every object is seen at the same scale whatever its size (silhouettes: kind, shape), and the
             CROP x CROP window of original pixels around it with the box as a fourth channel (textures have a
             period of about 3 pixels, which any resampling would blur or alias); from both the object's kind,
-            colour, texture and shape
+            colour, texture and shape, and whether a later object covers part of it (what "in front of" /
+            "behind" are judged from: the reader sees the whole object and its cut outline, where the finder's
+            centre pixel may itself be covered)
 
 Judges (world_judges.py) read only these predictions, i.e. only pixels.
 
@@ -35,13 +36,13 @@ HEADS: dict[str, int] = {
     "center": 1,
     "size": 2,  # log width, log height in canvas units (the image's shorter side = 1)
     "offset": 2,  # centre position inside its cell, in cells (0..1)
-    "occluded": 1,
 }
 READ_HEADS: dict[str, int] = {
     "kind": len(L.KINDS),
     "color": len(L.COLORS),
     "texture": len(L.TEXTURES),
     "shape": len(L.SHAPES),  # kinds without a shape attribute are ignored by the shape loss
+    "occluded": 2,  # no / yes: a later-drawn object overlaps this one (the world's `occludes` test)
 }
 STRIDE = 1  # input pixels per grid cell of the finder's maps
 MEAN = (0.5, 0.5, 0.5)
@@ -54,7 +55,7 @@ CROP_PAD = 2.0
 class DetectorConfig:
     width: int = 32  # finder channels at 1/2 resolution; 1/4 has twice as many, full resolution half
     blocks: int = 1  # residual blocks per stage
-    reader_width: int = 16  # reader channels per view at full crop resolution (x2, x4 at 1/2, 1/4)
+    reader_width: int = 32  # reader channels per view at full crop resolution (x2, x4 at 1/2, 1/4)
     crop: int = 16  # reader input side in pixels
 
     def __post_init__(self):

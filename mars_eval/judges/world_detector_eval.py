@@ -71,7 +71,7 @@ def evaluate_detector(model, images: torch.Tensor, scenes: list[Scene]) -> tuple
     pil = [Image.fromarray(a) for a in images.permute(0, 2, 3, 1).numpy()]
     dets = detect(model, pil, threshold=0.02)
     scores, labels = [], []
-    hits = {"kind": [], "color": [], "texture": [], "shape": []}
+    hits = {"kind": [], "color": [], "texture": [], "shape": [], "occluded": []}
     n_objects = 0
     for ds, scene in zip(dets, scenes, strict=True):
         n_objects += len(scene.objects)
@@ -80,7 +80,8 @@ def evaluate_detector(model, images: torch.Tensor, scenes: list[Scene]) -> tuple
             labels.append(int(obj is not None))
             if obj is None:
                 continue
-            kind, color, texture, shape, _, _ = obj
+            kind, color, texture, shape, _, occluded = obj
+            hits["occluded"].append((d.occluded > 0.5) == occluded)
             hits["kind"].append(int(np.argmax(d.kind)) == KIND_INDEX[kind])
             hits["color"].append(int(np.argmax(d.color)) == COLOR_INDEX[color])
             hits["texture"].append(int(np.argmax(d.texture)) == TEXTURE_INDEX[texture])

@@ -2,10 +2,9 @@
 
 Ground truth comes from each image's scene (its drawn objects); the judges never see it at scoring time.
 Augmentations keep the ground truth exact: horizontal flips (boxes are mirrored) and translations by a few
-pixels (boxes move with the content). Loss: CenterNet's focal loss on the centre heatmap, binary cross-entropy
-for occlusion and L1 for box size and offset at object centres (the finder); cross-entropy for kind / colour /
-texture / shape on crops at the true boxes, jittered in position and scale as much as the finder's boxes are
-off (the reader).
+pixels (boxes move with the content). Loss: CenterNet's focal loss on the centre heatmap and L1 for box size
+and offset at object centres (the finder); cross-entropy for kind / colour / texture / shape / occluded on crops
+at the true boxes, jittered in position and scale as much as the finder's boxes are off (the reader).
 """
 
 from __future__ import annotations
@@ -180,12 +179,11 @@ def detector_loss(model: WorldDetector, x: torch.Tensor, heat: torch.Tensor, obj
 
         parts["size"] = F.l1_loss(at("size"), torch.tensor([t.log_wh for t in flat]))
         parts["offset"] = F.l1_loss(torch.sigmoid(at("offset")), torch.tensor([t.offset for t in flat]))
-        parts["occluded"] = F.binary_cross_entropy_with_logits(at("occluded")[:, 0],
-                                                               torch.tensor([t.occluded for t in flat]))
         read = model.read(x, b, jitter_boxes(boxes, box_jitter, gen) if gen is not None else boxes)
         parts["kind"] = F.cross_entropy(read["kind"], torch.tensor([t.kind for t in flat]))
         parts["color"] = F.cross_entropy(read["color"], torch.tensor([t.color for t in flat]))
         parts["texture"] = F.cross_entropy(read["texture"], torch.tensor([t.texture for t in flat]))
+        parts["occluded"] = F.cross_entropy(read["occluded"], torch.tensor([int(t.occluded) for t in flat]))
         shapes = torch.tensor([t.shape for t in flat])
         if (shapes != IGNORE).any():
             parts["shape"] = F.cross_entropy(read["shape"], shapes, ignore_index=IGNORE)

@@ -31,7 +31,7 @@ from mars_eval.world_clip.store import staged_dir
 from mars_ref.errors import MarsRefError
 from mars_ref.world.parse import parse_caption
 
-FORMAT = "mars-world-judges/2"  # 2: class-agnostic finder + crop reader
+FORMAT = "mars-world-judges/3"  # 2: class-agnostic finder + crop reader; 3: occlusion read from the crop
 MARKER = "world_judges.json"
 WEIGHTS = "world_detector.safetensors"
 MAX_CALIBRATION_IMAGES = 400  # held out from detector training for the Platt fit and detector metrics

@@ -184,11 +184,12 @@ class Artifacts:
         from mars_eval.world_clip.train import FORMAT as CLIP_FORMAT
 
         world = self.world()
-        t = dict(self.preset.tables.get("clip", {}))
-        d = self._dir("clip", {**t, "world": str(world), "format": CLIP_FORMAT})
+        cfg = WorldClipConfig(**self.preset.tables.get("clip", {}))
+        # the whole config (defaults included) keys the cache: a changed default retrains
+        d = self._dir("clip", {**cfg.to_dict(), "world": str(world), "format": CLIP_FORMAT})
         if not self.done(d):
             shutil.rmtree(d, ignore_errors=True)
-            summary = train_world_clip(world, d / "clip", WorldClipConfig(**t))
+            summary = train_world_clip(world, d / "clip", cfg)
             self._finish(d, {k: summary[k] for k in ("top1_en", "top1_zh", "n_held_out", "seconds")})
         return d / "clip"
 
@@ -201,11 +202,11 @@ class Artifacts:
 
         world, vq = self.world(), self.vq_dir()
         t = dict(self.preset.tables.get("judges", {}))
-        d = self._dir("judges", {**t, "world": str(world), "vq": str(vq), "format": JUDGES_FORMAT})
+        width = t.pop("width", DetectorConfig().width)
+        cfg = DetectorTrainConfig(detector=DetectorConfig(width=width), **t)
+        d = self._dir("judges", {**cfg.to_dict(), "world": str(world), "vq": str(vq), "format": JUDGES_FORMAT})
         if not self.done(d):
             shutil.rmtree(d, ignore_errors=True)
-            width = t.pop("width", DetectorConfig().width)
-            cfg = DetectorTrainConfig(detector=DetectorConfig(width=width), **t)
             summary = train_world_judges(world, d / "judges", seed=cfg.seed, cfg=cfg, vq=self.vq())
             self._finish(d, {"seconds": summary["seconds"]})
         return d / "judges"

@@ -159,11 +159,13 @@ class Ablation:
         return RunOptions(batch_size=self.b["batch_size"], nproc=self.nproc, threads=2 if self.nproc == 1 else 1)
 
     def text_skill(self, model_dir: Path | None, label: str, seed: int, llm: bool = False) -> list[dict]:
-        """Translation (exact and teacher-forced) of the Stage 0 LLM or a MARS model; + captioning for MARS."""
+        """Translation (exact and teacher-forced) of the Stage 0 LLM or a MARS model; + captioning and prompt use
+        (how much the prompt informs the image tokens) for MARS."""
         import torch
 
         from mars_eval.recipe.evaluate import (
             captioning_accuracy,
+            prompt_use,
             translation_accuracy,
             translation_teacher_forced,
         )
@@ -189,6 +191,10 @@ class Ablation:
             row = {**row, "table": "Captioning (fresh world renders vs ground truth)"}
             rows += [{**row, "metric": k, "value": float(cap[k])} for k in
                      ("caption_exact", "caption_object_recall", "caption_kind_recall", "caption_parsed")]
+            use = prompt_use(model, self.arts.vq(), tok, n=self.b["captioning_images"], seed=2000 + seed)
+            row = {**row, "table": "Prompt use (teacher-forced image NLL, fresh world renders)"}
+            rows += [{**row, "metric": k, "value": float(use[k])} for k in
+                     ("prompt_gain", "t2i_nll", "t2i_nll_other_caption", "t2i_nll_empty_caption")]
         return rows
 
     def nktp(self, m: Model) -> list[dict]:
