@@ -354,17 +354,15 @@ def test_cli_trains_and_prints_calibration(world, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_trained_judges_beat_a_constant_judge(tmp_path):
-    """Default training on a 2,500-image world: spatial, colour and shape judges are accurate; every category
-    beats the constant judge (0.5) except 3D-spatial, a known failure reported as xfail while it lasts. The
-    issue's 95 % target is not met by the default budget (see the report)."""
+    """Default training on a 2,500-image world: spatial, colour and shape judges are accurate; every category,
+    3D-spatial included since the occlusion flag is read from the object's crop (format 3), beats the constant
+    judge (0.5). The issue's 95 % target needs longer training (`train judges --steps 6000`) and is not met by
+    every category even then."""
     world = tmp_path / "world"
     build_world(world, 2500, 0, n_stage2=1, n_stage3=1250, n_sequences=1, n_text=2)
     train_world_judges(world, tmp_path / "judges")
     rows = {r["category"]: r for r in judge_calibration(world, 100, 0, judges=tmp_path / "judges")}
     for cat in ("spatial", "color", "shape"):
         assert rows[cat]["accuracy_clean"] >= 0.85, rows[cat]
-    for cat, r in rows.items():
-        if cat != "3d_spatial":
-            assert r["accuracy_clean"] > 0.55 and r["clean"]["pair_accuracy"] > 0.5, r
-    if rows["3d_spatial"]["accuracy_clean"] <= 0.55:  # known: 52.5 % here, 57.5 % after 3,000 steps on 4,000 images
-        pytest.xfail(f"3D-spatial (occlusion order) judge near chance: {rows['3d_spatial']['accuracy_clean']:.3f}")
+    for r in rows.values():
+        assert r["accuracy_clean"] > 0.55 and r["clean"]["pair_accuracy"] > 0.5, r
