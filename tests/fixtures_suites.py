@@ -39,9 +39,7 @@ def recipe_bundle(ckpt: Path, out: Path, cache: Path, world: Path, judges: Path 
                   clip: Path | None = None) -> Path:
     """A copy of `ckpt` whose bundle.json records a recipe whose cache already holds `world` (and the judges /
     world CLIP), as `mars-eval ablate` writes it, so the suites' defaults find them without training."""
-    from mars_eval.judges.world_judges import FORMAT as JUDGES_FORMAT
     from mars_eval.recipe.pipeline import DONE, Artifacts, Preset
-    from mars_eval.world_clip.train import FORMAT as CLIP_FORMAT
     from mars_ref.world.build import FORMAT
 
     tables = {"world": {"n": 30, "seed": 5}, "vq": {"preset": "tiny"}, "judges": {"steps": 1}, "clip": {"steps": 1}}
@@ -53,12 +51,11 @@ def recipe_bundle(ckpt: Path, out: Path, cache: Path, world: Path, judges: Path 
     shutil.copytree(ckpt / "vq", vq / "vq")
     (vq / DONE).write_text('{"test": true}')
     if judges is not None:
-        d = arts._dir("judges", {**tables["judges"], "world": str(w / "world"), "vq": str(vq / "vq"),
-                                 "format": JUDGES_FORMAT})
+        d = arts.judges_cache()[0]
         shutil.copytree(judges, d / "judges")
         (d / DONE).write_text('{"test": true}')
     if clip is not None:
-        d = arts._dir("clip", {**tables["clip"], "world": str(w / "world"), "format": CLIP_FORMAT})
+        d = arts.clip_cache()[0]
         shutil.copytree(clip, d / "clip")
         (d / DONE).write_text('{"test": true}')
     shutil.copytree(ckpt, out)

@@ -85,7 +85,8 @@ def test_fid_and_clip_score_match_independent_computations(env, run_a):
     spec, ext = PreprocessSpec("clean"), env["extractor"]
     gen = extract(list_images(out / "images").files, spec, ext, keep=True).features
     ref = extract(list_images(res["reference_dir"]).files, spec, ext, keep=True).features
-    assert res["fid"] == pytest.approx(frechet_distance_features(gen, ref), rel=1e-9)
+    # rel 1e-6: Inception features are float32 and oneDNN's sums depend on batch size and thread count
+    assert res["fid"] == pytest.approx(frechet_distance_features(gen, ref), rel=1e-6)
     assert res["n_a"] == res["n_b"] == 6 and res["kid"] is not None and res["fid_ci_low"] <= res["fid"]
 
     import open_clip  # CLIP score: raw cosine of open_clip's own embeddings, computed here by hand
@@ -146,7 +147,8 @@ def test_real_coco_folder_with_per_caption_seeds_and_no_clip(env, tmp_path):
     spec = PreprocessSpec("coco")
     gen = extract(list_images(tmp_path / "out" / "images").files, spec, env["extractor"], keep=True).features
     ref = extract(list_images(coco).files, spec, env["extractor"], keep=True).features
-    assert res["fid"] == pytest.approx(frechet_distance_features(gen, ref), rel=1e-9)
+    # rel 1e-6: Inception features are float32 and oneDNN's sums depend on batch size and thread count
+    assert res["fid"] == pytest.approx(frechet_distance_features(gen, ref), rel=1e-6)
     assert res["scale"] == "real" and res["protocol"] == "coco" and res["n_b"] == 5
     assert res["clip_score"] is None and "not computed" in res["clip_note"]
     rows = read_jsonl(tmp_path / "out" / "results.jsonl")

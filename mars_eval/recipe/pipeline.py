@@ -180,31 +180,43 @@ class Artifacts:
 
     def clip_dir(self) -> Path:
         """The world CLIP (open_clip local format) behind the world CLIP score."""
-        from mars_eval.world_clip import WorldClipConfig, train_world_clip
-        from mars_eval.world_clip.train import FORMAT as CLIP_FORMAT
+        from mars_eval.world_clip import train_world_clip
 
         world = self.world()
-        cfg = WorldClipConfig(**self.preset.tables.get("clip", {}))
-        # the whole config (defaults included) keys the cache: a changed default retrains
-        d = self._dir("clip", {**cfg.to_dict(), "world": str(world), "format": CLIP_FORMAT})
+        d, cfg = self.clip_cache()
         if not self.done(d):
             shutil.rmtree(d, ignore_errors=True)
             summary = train_world_clip(world, d / "clip", cfg)
             self._finish(d, {k: summary[k] for k in ("top1_en", "top1_zh", "n_held_out", "seconds")})
         return d / "clip"
 
-    def judges_dir(self) -> Path:
-        """The world judges (world detector), trained on clean renders and on this preset's VQ reconstructions."""
+    def clip_cache(self):
+        """(cache directory, WorldClipConfig) of the world CLIP: the whole config, defaults included, keys the
+        cache, so a changed default retrains."""
+        from mars_eval.world_clip import WorldClipConfig
+        from mars_eval.world_clip.train import FORMAT as CLIP_FORMAT
+
+        cfg = WorldClipConfig(**self.preset.tables.get("clip", {}))
+        return self._dir("clip", {**cfg.to_dict(), "world": str(self.world()), "format": CLIP_FORMAT}), cfg
+
+    def judges_cache(self):
+        """(cache directory, DetectorTrainConfig) of the world judges, keyed like `clip_cache`."""
         from mars_eval.judges.world_detector import DetectorConfig
         from mars_eval.judges.world_detector_train import DetectorTrainConfig
         from mars_eval.judges.world_judges import FORMAT as JUDGES_FORMAT
-        from mars_eval.judges.world_judges import train_world_judges
 
-        world, vq = self.world(), self.vq_dir()
         t = dict(self.preset.tables.get("judges", {}))
         width = t.pop("width", DetectorConfig().width)
         cfg = DetectorTrainConfig(detector=DetectorConfig(width=width), **t)
-        d = self._dir("judges", {**cfg.to_dict(), "world": str(world), "vq": str(vq), "format": JUDGES_FORMAT})
+        key = {**cfg.to_dict(), "world": str(self.world()), "vq": str(self.vq_dir()), "format": JUDGES_FORMAT}
+        return self._dir("judges", key), cfg
+
+    def judges_dir(self) -> Path:
+        """The world judges (world detector), trained on clean renders and on this preset's VQ reconstructions."""
+        from mars_eval.judges.world_judges import train_world_judges
+
+        world = self.world()
+        d, cfg = self.judges_cache()
         if not self.done(d):
             shutil.rmtree(d, ignore_errors=True)
             summary = train_world_judges(world, d / "judges", seed=cfg.seed, cfg=cfg, vq=self.vq())
