@@ -79,6 +79,13 @@ def translation_teacher_forced(model, tokenizer, pairs_file: Path, limit: int = 
     return {"translation_token_accuracy": hits / total, "translation_nll": nll / total, "n": len(pairs)}
 
 
+def _fresh_renders(vq, n: int, rng: np.random.Generator) -> tuple[list, torch.Tensor]:
+    """n new world scenes spread over the categories, and the VQ codes (n, h*w) of their 32 px renders."""
+    scenes = [sample_scene(CATEGORIES[i % len(CATEGORIES)], rng) for i in range(n)]
+    x = torch.from_numpy(np.stack([np.asarray(render(s, 32, 32)) for s in scenes])).permute(0, 3, 1, 2)  # uint8
+    return scenes, vq.encode(to_model_range(x)).flatten(1)
+
+
 @torch.inference_mode()
 def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int = 32) -> dict:
     """Teacher-forced NLL of the image tokens of n fresh 32 px renders (nats per token) given their own English
@@ -93,9 +100,7 @@ def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int
 
     cfg = model.config
     rng = np.random.default_rng(seed)
-    scenes = [sample_scene(CATEGORIES[i % len(CATEGORIES)], rng) for i in range(n)]
-    x = torch.from_numpy(np.stack([np.asarray(render(s, 32, 32)) for s in scenes])).permute(0, 3, 1, 2)  # uint8
-    codes = vq.encode(to_model_range(x)).flatten(1)  # (n, h*w)
+    scenes, codes = _fresh_renders(vq, n, rng)
     own = [tokenizer(caption(s, "en"), add_special_tokens=False)["input_ids"] for s in scenes]
     shift = int(rng.integers(1, n)) if n > 1 else 0
     other = own[shift:] + own[:shift]  # every image gets another scene's caption
@@ -134,9 +139,7 @@ def captioning_accuracy(model, vq, tokenizer, n: int = 140, seed: int = 12345) -
     `caption_kind_recall` counts the stated object kinds the caption names."""
     cfg = model.config
     rng = np.random.default_rng(seed)
-    scenes = [sample_scene(CATEGORIES[i % len(CATEGORIES)], rng) for i in range(n)]
-    x = torch.from_numpy(np.stack([np.asarray(render(s, 32, 32)) for s in scenes])).permute(0, 3, 1, 2)  # uint8
-    codes = vq.encode(to_model_range(x)).flatten(1)  # (n, h*w)
+    scenes, codes = _fresh_renders(vq, n, rng)
     prompts = [[cfg.boi_id] + (c + cfg.codebook_offset).tolist() + [cfg.eoi_id] for c in codes]
     texts = _greedy(model, tokenizer, prompts, max_new=40)
     exact, obj_hits, obj_total, parsed, kind_hits = 0, 0, 0, 0, 0
