@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ from mars_ref.world import lexicon as L
 from mars_ref.world import parse_caption, sample_scene
 from mars_ref.world.build import build_world
 from mars_ref.world.render import render
-from mars_ref.world.scene import Scene, relation_holds
+from mars_ref.world.scene import Scene, box_overlap, relation_holds
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +50,20 @@ def _onehot(n: int, i: int | None) -> np.ndarray:
 
 
 def oracle_detections(scene: Scene) -> list[Detection]:
-    """Exact detections from the scene's ground truth (what a perfect detector would report)."""
+    """Exact detections from the scene's ground truth (what a perfect detector would report); `over` from the
+    drawing order where boxes overlap."""
+    objs = scene_objects(scene)
+    n = len(objs)
+    over = np.full((n, n), 0.5)
+    for i in range(n):
+        for k in range(n):
+            if i != k and box_overlap(objs[i][4], objs[k][4]) > 0:
+                over[i, k] = float(i > k)  # later in the drawing order = on top
     return [
         Detection(1.0, box, _onehot(len(L.KINDS), KIND_INDEX[kind]), _onehot(len(L.COLORS), COLOR_INDEX[color]),
                   _onehot(len(L.TEXTURES), TEXTURE_INDEX[tex]), _onehot(len(L.SHAPES), SHAPE_INDEX.get(shape)),
-                  float(occ))
-        for kind, color, tex, shape, box, occ in scene_objects(scene)
+                  index=i, over=over[i])
+        for i, (kind, color, tex, shape, box) in enumerate(objs)
     ]
 
 
@@ -161,7 +170,7 @@ def test_spatial_score_formula_and_missing_objects():
     scene = sample_scene("spatial", np.random.default_rng(3))
     truth = scene.truth()
     dets = oracle_detections(scene)
-    dets = [Detection(0.8, d.box, d.kind, d.color, d.texture, d.shape, d.occluded) for d in dets]
+    dets = [replace(d, score=0.8) for d in dets]
     score, sub = score_parse("spatial", dets, truth)
     assert score == pytest.approx(0.25 * 0.8 + 0.25 * 0.8 + 0.5 * sub["spatial"][0]["position"])
     score, sub = score_parse("spatial", dets[:1], truth)  # one object missing: 0.25 * conf
@@ -173,14 +182,16 @@ def test_relation_probabilities():
     box = (0.1, 0.1, 0.3, 0.3)
     k, c = np.ones(len(L.KINDS)) / len(L.KINDS), _onehot(len(L.COLORS), 0)
     t, s = np.ones(len(L.TEXTURES)) / 4, np.ones(len(L.SHAPES)) / 5
-    small = Detection(1.0, box, k, c, t, s, 0.0)
-    big = Detection(1.0, (0.4, 0.4, 0.8, 0.8), k, _onehot(len(L.COLORS), 3), t, s, 0.0)
+    small = Detection(1.0, box, k, c, t, s)
+    big = Detection(1.0, (0.4, 0.4, 0.8, 0.8), k, _onehot(len(L.COLORS), 3), t, s)
     assert relation_prob("bigger_than", big, small) > 0.99 and relation_prob("smaller_than", big, small) < 0.01
     assert relation_prob("same_color_as", big, small) == 0.0 and relation_prob("same_color_as", small, small) == 1.0
-    front = Detection(1.0, (0.15, 0.15, 0.35, 0.35), k, c, t, s, 0.05)
-    back = Detection(1.0, box, k, c, t, s, 0.95)
+    # detections 0, 1, 2 of one image: front is drawn over back (P 0.97); far overlaps neither
+    front = Detection(1.0, (0.15, 0.15, 0.35, 0.35), k, c, t, s, index=0, over=np.array([0.5, 0.97, 0.5]))
+    back = Detection(1.0, box, k, c, t, s, index=1, over=np.array([0.03, 0.5, 0.5]))
+    far = Detection(1.0, (0.7, 0.7, 0.9, 0.9), k, c, t, s, index=2, over=np.array([0.5, 0.5, 0.5]))
     assert relation_prob("in_front_of", front, back) > 0.95 and relation_prob("behind", front, back) < 0.05
-    far = Detection(1.0, (0.7, 0.7, 0.9, 0.9), k, c, t, s, 0.95)
+    assert relation_prob("behind", back, front) > 0.95 and relation_prob("in_front_of", back, front) < 0.05
     assert relation_prob("in_front_of", front, far) < 0.01  # no overlap: nothing is in front of anything
 
 
@@ -289,8 +300,7 @@ def test_platt_fit_and_matching():
     scene = sample_scene("numeracy", np.random.default_rng(2))
     dets = oracle_detections(scene)
     assert all(obj is not None for _, obj in match(dets, scene))
-    moved = [Detection(0.5, (d.box[0] + 0.3, d.box[1], d.box[2] + 0.3, d.box[3]), d.kind, d.color, d.texture,
-                       d.shape, 0.0) for d in dets[:1]]
+    moved = [replace(d, score=0.5, box=(d.box[0] + 0.3, d.box[1], d.box[2] + 0.3, d.box[3])) for d in dets[:1]]
     assert match(moved, scene)[0][1] is None
 
 
@@ -366,3 +376,41 @@ def test_trained_judges_beat_a_constant_judge(tmp_path):
         assert rows[cat]["accuracy_clean"] >= 0.85, rows[cat]
     for r in rows.values():
         assert r["accuracy_clean"] > 0.55 and r["clean"]["pair_accuracy"] > 0.5, r
+
+
+# ---- occlusion order -------------------------------------------------------------------------------------------
+def test_order_reader_is_antisymmetric_and_detect_fills_over():
+    from mars_eval.judges.world_decode import detect
+
+    model = WorldDetector(DetectorConfig(width=8, reader_width=4, order_width=4)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    a = torch.tensor([[10.0, 10, 8, 8], [20.0, 15, 6, 10]])
+    b = torch.tensor([[14.0, 12, 8, 6], [18.0, 18, 9, 9]])
+    with torch.no_grad():
+        ab, ba = model.order(x, torch.tensor([0, 1]), a, b), model.order(x, torch.tensor([0, 1]), b, a)
+    assert ab.shape == (2,) and torch.allclose(ab, -ba)
+    scene = sample("3d_spatial", np.random.default_rng(4))
+    dets = detect(model, [render(scene, 32, 32)] * 2, threshold=0.0, max_dets=6)
+    for ds in dets:
+        over = np.stack([d.over for d in ds])  # (n, n)
+        assert [d.index for d in ds] == list(range(len(ds))) and over.shape == (len(ds), len(ds))
+        np.testing.assert_allclose(over + over.T, 1.0, atol=1e-6)
+        for i, d in enumerate(ds):
+            for k, e in enumerate(ds):
+                if box_overlap(d.box, e.box) == 0 or i == k:
+                    assert over[i, k] == 0.5
+
+
+def test_minimal_pairs_differ_only_in_drawing_order():
+    from mars_eval.judges.world_order import MinimalPairs, is_over, occlusion_pair
+
+    pairs = MinimalPairs(0, exclude=set())
+    images, scenes, box_a, box_b, labels = pairs.batch(3)
+    assert images.shape == (6, 3, 32, 32) and images.dtype == torch.uint8
+    for k in range(0, 6, 2):
+        s, t = scenes[k], scenes[k + 1]
+        assert sorted(map(repr, s.objects)) == sorted(map(repr, t.objects)) and s.objects != t.objects
+        assert labels[k] + labels[k + 1] == 1 and torch.equal(box_a[k], box_a[k + 1])
+        a, b = occlusion_pair(s)
+        assert bool(labels[k]) == is_over(s, a, b)
+        assert not torch.equal(images[k], images[k + 1])  # the overlap region shows the other object on top

@@ -1,5 +1,6 @@
 """Detector maps -> detections: centre-score peaks (3x3 local maxima) with boxes, then the reader's kind and
-attribute and occlusion distributions from a crop at each box.
+attribute distributions from a crop at each box, and the order reader's P(drawn over) for each pair of
+overlapping boxes.
 
 Images of any size are brought to the detector's scale first (`prepare`): shorter side 32 px (box filter when
 shrinking, as the world renderer itself anti-aliases), the longer side rounded to a multiple of 4. Boxes come
@@ -9,7 +10,7 @@ back in canvas units (the image's shorter side = 1), the unit the world's relati
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -41,7 +42,10 @@ class Detection:
     color: np.ndarray  # over lexicon.COLORS
     texture: np.ndarray  # over lexicon.TEXTURES
     shape: np.ndarray  # over lexicon.SHAPES (meaningful for shapeable kinds only)
-    occluded: float  # probability that a later object covers part of it
+    index: int = 0  # position in its image's detection list
+    # P(this object is drawn over detection k of the same image), per k; 0.5 (no evidence) for itself and for
+    # boxes that do not overlap
+    over: np.ndarray = field(default_factory=lambda: np.full(1, 0.5))
 
     @property
     def extent(self) -> float:
@@ -78,19 +82,35 @@ def detect(model, images: list[Image.Image], threshold: float = 0.05, max_dets: 
         boxes = torch.tensor([p[1] for ps in peaks for p in ps], dtype=torch.float32).reshape(-1, 4)
         read = _chunked(model.read, x, index, boxes) if len(boxes) else {}
         probs = {k: torch.softmax(v, dim=1).numpy() for k, v in read.items()}
+        over = _order(model, x, index, boxes)
         n, s = 0, min(h, w)  # s: pixels per canvas unit
         for j, i in enumerate(idx):
+            k = len(peaks[j])
             dets = []
             for d, (score, (cx, cy, bw, bh)) in enumerate(peaks[j], n):
                 dets.append(Detection(
                     calibrate_score(score, platt) if platt != IDENTITY else score,
                     ((cx - bw / 2) / s, (cy - bh / 2) / s, (cx + bw / 2) / s, (cy + bh / 2) / s),
                     *(probs[name][d] for name in ("kind", "color", "texture", "shape")),
-                    float(probs["occluded"][d, 1]),
+                    index=d - n, over=over[d, n:n + k],
                 ))
-            n += len(peaks[j])
+            n += k
             out[i] = dets
     return out  # type: ignore[return-value]
+
+
+def _order(model, x: torch.Tensor, index: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
+    """(N, N) P(detection a drawn over detection b) for detections of one image whose boxes overlap, else 0.5."""
+    n = len(boxes)
+    out = np.full((n, n), 0.5)
+    lo, hi = boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2  # (N, 2)
+    inter = (torch.minimum(hi[:, None], hi[None]) - torch.maximum(lo[:, None], lo[None])).clamp(min=0).prod(-1)
+    a, b = torch.nonzero(torch.triu((inter > 0) & (index[:, None] == index[None]), diagonal=1), as_tuple=True)
+    if len(a):
+        p = torch.sigmoid(_chunked(model.order, x, index[a], boxes[a], boxes[b])).numpy()  # (P,)
+        out[a.numpy(), b.numpy()] = p
+        out[b.numpy(), a.numpy()] = 1 - p
+    return out
 
 
 def _chunked(fn, x: torch.Tensor, *per_item: torch.Tensor):

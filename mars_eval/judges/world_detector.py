@@ -9,9 +9,10 @@ It is the world's analogue of T2I-CompBench's detector and VQA model in one netw
             so every object is seen at the same scale whatever its size (silhouettes: kind, shape), and the
             CROP x CROP window of original pixels around it with the box as a fourth channel (textures have a
             period of about 3 pixels, which any resampling would blur or alias); from both the object's kind,
-            colour, texture and shape, and whether a later object covers part of it (what "in front of" /
-            "behind" are judged from: the reader sees the whole object and its cut outline, where the finder's
-            centre pixel may itself be covered)
+            colour, texture and shape
+    order   for every pair of overlapping objects, which one is drawn on top (the world's depth order, what
+            "in front of" / "behind" are judged from), from a crop around both with a mask per box; see
+            `OrderReader` and world_order.py for its training data
 
 Judges (world_judges.py) read only these predictions, i.e. only pixels.
 
@@ -19,6 +20,8 @@ Judges (world_judges.py) read only these predictions, i.e. only pixels.
            output dict of (B, C, H, W) maps, channels as in `HEADS`
     reader input  (B, 3, H, W) float images, (N,) image index and (N, 4) boxes (cx, cy, w, h) in pixels
            output dict of (N, C) logits, classes as in `READ_HEADS`
+    order  input  the same images and index, boxes a and b (N, 4)
+           output (N,) logits of P(a drawn over b)
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ READ_HEADS: dict[str, int] = {
     "color": len(L.COLORS),
     "texture": len(L.TEXTURES),
     "shape": len(L.SHAPES),  # kinds without a shape attribute are ignored by the shape loss
-    "occluded": 2,  # no / yes: a later-drawn object overlaps this one (the world's `occludes` test)
 }
 STRIDE = 1  # input pixels per grid cell of the finder's maps
 MEAN = (0.5, 0.5, 0.5)
@@ -57,11 +59,15 @@ class DetectorConfig:
     blocks: int = 1  # residual blocks per stage
     reader_width: int = 32  # reader channels per view at full crop resolution (x2, x4 at 1/2, 1/4)
     crop: int = 16  # reader input side in pixels
+    order_width: int = 32  # occlusion-order reader channels at full crop resolution
+    order_crop: int = 24  # its input side: the pair's union box, resampled
 
     def __post_init__(self):
-        if self.width < 4 or self.blocks < 1 or self.reader_width < 4 or self.crop < 8 or self.crop % 4:
-            raise MarsEvalError(f"invalid world detector config: width {self.width} >= 4, blocks {self.blocks} >= 1, "
-                                f"reader_width {self.reader_width} >= 4, crop {self.crop} >= 8 and a multiple of 4")
+        if (self.width < 4 or self.blocks < 1 or self.reader_width < 4 or self.order_width < 4
+                or any(c < 8 or c % 4 for c in (self.crop, self.order_crop))):
+            raise MarsEvalError(f"invalid world detector config: width {self.width}, reader_width {self.reader_width} "
+                                f"and order_width {self.order_width} >= 4, blocks {self.blocks} >= 1, crop {self.crop} "
+                                f"and order_crop {self.order_crop} >= 8 and multiples of 4")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,9 +154,49 @@ class AttributeReader(nn.Module):
         return dict(zip(READ_HEADS, out.split(list(READ_HEADS.values()), dim=1), strict=True))
 
 
+def box_coverage(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(N, 1, h, w): the share of each pixel inside `boxes` (N, 4) = (cx, cy, w, h) px (pixel i spans [i, i+1))."""
+    def cover(c, size, n):  # (N, n) overlap of [c - size/2, c + size/2] with each pixel
+        ar = torch.arange(n, dtype=boxes.dtype)
+        lo, hi = (c - size / 2)[:, None], (c + size / 2)[:, None]
+        return (torch.minimum(ar + 1, hi) - torch.maximum(ar, lo)).clamp(0, 1)
+
+    cx, cy = cover(boxes[:, 0], boxes[:, 2], w), cover(boxes[:, 1], boxes[:, 3], h)
+    return (cy[:, :, None] * cx[:, None, :])[:, None]
+
+
+def union_boxes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, 4) (cx, cy, w, h) of the smallest box holding both boxes (N, 4) (cx, cy, w, h)."""
+    lo = torch.minimum(a[:, :2] - a[:, 2:] / 2, b[:, :2] - b[:, 2:] / 2)  # (N, 2)
+    hi = torch.maximum(a[:, :2] + a[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2)
+    return torch.cat([(lo + hi) / 2, hi - lo], dim=1)
+
+
+class OrderReader(nn.Module):
+    """A small CNN on the pair's crop; `forward` gives the antisymmetric logit P(a drawn over b)."""
+
+    def __init__(self, c: int, crop: int):
+        super().__init__()
+        self.crop = crop
+        self.body = nn.Sequential(_conv(5, c), _conv(c, c), _conv(c, 2 * c, stride=2), _Res(2 * c),
+                                  _conv(2 * c, 4 * c, stride=2), _Res(4 * c))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * c * (crop // 4) ** 2, 8 * c), nn.ReLU(inplace=True),
+                                  nn.Linear(8 * c, 1))
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, H, W) normalised images, index (N,), boxes a, b (N, 4) = (cx, cy, w, h) px -> (N,) logits."""
+        n, (h, w) = len(a), x.shape[-2:]
+        first, second = torch.cat([a, b]), torch.cat([b, a])  # (2N, 4): both readings in one pass
+        inp = torch.cat([x[index].repeat(2, 1, 1, 1), box_coverage(first, h, w), box_coverage(second, h, w)],
+                        dim=1)  # (2N, 5, H, W)
+        crops = crop_boxes(inp, torch.arange(2 * n), union_boxes(first, second), self.crop)  # (2N, 5, crop, crop)
+        f = self.head(self.body(crops))[:, 0]  # (2N,)
+        return f[:n] - f[n:]
+
+
 class WorldDetector(nn.Module):
     """Finder: a stem at full resolution, stages at 1/2 and 1/4 for context, merged back to full resolution
-    U-Net style. Reader: `AttributeReader` on crops at the found boxes."""
+    U-Net style. Reader: `AttributeReader` on crops at the found boxes. Order: `OrderReader` on pairs of them."""
 
     def __init__(self, cfg: DetectorConfig = DetectorConfig()):
         super().__init__()
@@ -167,6 +213,7 @@ class WorldDetector(nn.Module):
         self.merge_full = _Res(c // 2)
         self.head = nn.Conv2d(c // 2, sum(HEADS.values()), 1)
         self.reader = AttributeReader(cfg.reader_width, cfg.crop)
+        self.order_reader = OrderReader(cfg.order_width, cfg.order_crop)
         with torch.no_grad():  # CenterNet's prior: few cells hold a centre
             self.head.bias[0] = -2.19
 
@@ -186,6 +233,10 @@ class WorldDetector(nn.Module):
         """Attribute logits (N, C) of the objects in boxes (N, 4) = (cx, cy, w, h) px of images x[index]."""
         size = self.cfg.crop
         return self.reader(crop_boxes(x, index, boxes, size), pixel_windows(x, index, boxes, size))
+
+    def order(self, x: torch.Tensor, index: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Logits (N,) of P(box a's object is drawn over box b's) in images x[index]; boxes (N, 4) (cx, cy, w, h) px."""
+        return self.order_reader(x, index, a, b)
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:

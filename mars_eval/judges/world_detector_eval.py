@@ -5,7 +5,7 @@ mass over two cells), while the judges multiply them like probabilities. So afte
 on held-out world images, each peak is matched to a ground-truth object or not (by position: the finder is
 class-agnostic, kinds are the reader's), and a logistic map `P(object) = sigmoid(a * logit(peak) + b)` is
 fitted to those labels (Platt scaling). The same matching gives the reader's per-attribute accuracies for the
-training summary.
+training summary, and the order reader's accuracy on the held-out scenes that state an occlusion relation.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 
 from mars_eval.judges.world_decode import IDENTITY, Detection, calibrate_score, detect, logit
+from mars_eval.judges.world_order import is_over, occlusion_pair
 from mars_eval.judges.world_targets import COLOR_INDEX, KIND_INDEX, SHAPE_INDEX, TEXTURE_INDEX, scene_objects
-from mars_ref.world.scene import Scene
+from mars_ref.world.scene import Obj, Scene
 
 MATCH_RADIUS = 0.06  # canvas units (2 px at 32 px): a peak this close to an object's centre found it
 
@@ -46,6 +47,15 @@ def match(dets: list[Detection], scene: Scene, by_kind: bool = True) -> list[tup
     return out
 
 
+def nearest(dets: list[Detection], obj: Obj) -> Detection | None:
+    """The detection centred closest to `obj`'s box centre, within MATCH_RADIUS."""
+    x0, y0, x1, y1 = obj.box
+    dist = [(math.hypot((d.box[0] + d.box[2] - x0 - x1) / 2, (d.box[1] + d.box[3] - y0 - y1) / 2), k)
+            for k, d in enumerate(dets)]
+    best = min(dist, default=(math.inf, -1))
+    return dets[best[1]] if best[0] <= MATCH_RADIUS else None
+
+
 def fit_platt(scores: list[float], labels: list[int], steps: int = 200) -> tuple[float, float]:
     """Logistic regression of labels on logit(score) (two parameters, L-BFGS)."""
     if len(set(labels)) < 2:
@@ -71,17 +81,21 @@ def evaluate_detector(model, images: torch.Tensor, scenes: list[Scene]) -> tuple
     pil = [Image.fromarray(a) for a in images.permute(0, 2, 3, 1).numpy()]
     dets = detect(model, pil, threshold=0.02)
     scores, labels = [], []
-    hits = {"kind": [], "color": [], "texture": [], "shape": [], "occluded": []}
+    hits = {"kind": [], "color": [], "texture": [], "shape": [], "order": []}
     n_objects = 0
     for ds, scene in zip(dets, scenes, strict=True):
         n_objects += len(scene.objects)
+        pair = occlusion_pair(scene)
+        if pair is not None:
+            da, db = nearest(ds, pair[0]), nearest(ds, pair[1])
+            if da is not None and db is not None and da is not db:
+                hits["order"].append((da.over[db.index] > 0.5) == is_over(scene, *pair))
         for d, obj in match(ds, scene, by_kind=False):
             scores.append(d.score)
             labels.append(int(obj is not None))
             if obj is None:
                 continue
-            kind, color, texture, shape, _, occluded = obj
-            hits["occluded"].append((d.occluded > 0.5) == occluded)
+            kind, color, texture, shape, _ = obj
             hits["kind"].append(int(np.argmax(d.kind)) == KIND_INDEX[kind])
             hits["color"].append(int(np.argmax(d.color)) == COLOR_INDEX[color])
             hits["texture"].append(int(np.argmax(d.texture)) == TEXTURE_INDEX[texture])

@@ -3,8 +3,11 @@
 Ground truth comes from each image's scene (its drawn objects); the judges never see it at scoring time.
 Augmentations keep the ground truth exact: horizontal flips (boxes are mirrored) and translations by a few
 pixels (boxes move with the content). Loss: CenterNet's focal loss on the centre heatmap and L1 for box size
-and offset at object centres (the finder); cross-entropy for kind / colour / texture / shape / occluded on crops
-at the true boxes, jittered in position and scale as much as the finder's boxes are off (the reader).
+and offset at object centres (the finder); cross-entropy for kind / colour / texture / shape on crops at the true
+boxes, jittered in position and scale as much as the finder's boxes are off (the reader); binary cross-entropy
+for which of two overlapping objects is on top, on minimal pairs of fresh scenes (the order reader,
+world_order.py). Half of the minimal-pair images also join the detector's batch, so that the finder and the
+reader see many overlapping objects (the world's priors make them rare).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from torch.nn import functional as F
 from mars_eval.errors import MarsEvalError
 from mars_eval.io import read_jsonl
 from mars_eval.judges.world_detector import STRIDE, DetectorConfig, WorldDetector, normalise
+from mars_eval.judges.world_order import MinimalPairs
 from mars_eval.judges.world_targets import IGNORE, scene_objects, targets
 from mars_eval.world_clip.scenes import ScenePool, SceneStream
 from mars_ref.vq_train import to_model_range, to_uint8
@@ -50,6 +54,7 @@ class DetectorTrainConfig:
     # unoccluded, so textures, overlaps and crowds are asked for more often
     fresh_weights: tuple[tuple[str, float], ...] = (("texture", 3.0), ("complex", 2.0), ("non_spatial", 4.0),
                                                     ("numeracy", 2.0))
+    order_pairs: int = 16  # minimal pairs per step for the order reader (2 images each); 0: no order reader
     vq_fraction: float = 0.5  # share of each batch shown as VQ reconstructions, when a VQ is given
     max_images: int | None = None  # use at most this many training images (tests)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -57,9 +62,10 @@ class DetectorTrainConfig:
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0 or self.max_shift < 0:
             raise MarsEvalError(f"invalid judge training config: {self}")
-        if self.fresh_pool < 1 or self.fresh_refresh < 0 or not 0 <= self.box_jitter < 0.5:
+        if self.fresh_pool < 1 or self.fresh_refresh < 0 or not 0 <= self.box_jitter < 0.5 or self.order_pairs < 0:
             raise MarsEvalError(f"invalid judge training config: fresh_pool {self.fresh_pool} >= 1, fresh_refresh "
-                                f"{self.fresh_refresh} >= 0, box_jitter {self.box_jitter} in [0, 0.5)")
+                                f"{self.fresh_refresh} >= 0, box_jitter {self.box_jitter} in [0, 0.5), order_pairs "
+                                f"{self.order_pairs} >= 0")
         if not 0 <= self.fresh < 1 or not 0 <= self.vq_fraction <= 1:
             raise MarsEvalError(f"fresh must be in [0, 1) and vq_fraction in [0, 1], got {self.fresh}, "
                                 f"{self.vq_fraction}")
@@ -183,12 +189,20 @@ def detector_loss(model: WorldDetector, x: torch.Tensor, heat: torch.Tensor, obj
         parts["kind"] = F.cross_entropy(read["kind"], torch.tensor([t.kind for t in flat]))
         parts["color"] = F.cross_entropy(read["color"], torch.tensor([t.color for t in flat]))
         parts["texture"] = F.cross_entropy(read["texture"], torch.tensor([t.texture for t in flat]))
-        parts["occluded"] = F.cross_entropy(read["occluded"], torch.tensor([int(t.occluded) for t in flat]))
         shapes = torch.tensor([t.shape for t in flat])
         if (shapes != IGNORE).any():
             parts["shape"] = F.cross_entropy(read["shape"], shapes, ignore_index=IGNORE)
     total = sum(parts.values())
     return total, {k: v.item() for k, v in parts.items()}
+
+
+def order_loss(model: WorldDetector, images: torch.Tensor, box_a: torch.Tensor, box_b: torch.Tensor,
+               labels: torch.Tensor, gen: torch.Generator, box_jitter: float) -> torch.Tensor:
+    """Binary cross-entropy of the order reader on minimal pairs (`MinimalPairs.batch`: uint8 images (N, 3, H, W),
+    boxes (N, 4) px, labels (N,)), both boxes jittered as the finder's are off."""
+    logits = model.order(normalise(images), torch.arange(len(images)), jitter_boxes(box_a, box_jitter, gen),
+                         jitter_boxes(box_b, box_jitter, gen))  # (N,)
+    return F.binary_cross_entropy_with_logits(logits, labels)
 
 
 def _lr(step: int, cfg: DetectorTrainConfig) -> float:
@@ -207,10 +221,12 @@ def vq_roundtrip(vq, images: torch.Tensor) -> torch.Tensor:
 
 def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrainConfig,
                    progress: Progress | None = None, stream: SceneStream | None = None,
-                   vq=None) -> tuple[WorldDetector, dict]:
-    """Train from scratch on the corpora (`images`, `scenes`) plus `cfg.fresh` of each batch from `stream`;
-    with a VQ tokenizer, `cfg.vq_fraction` of each batch is shown as its VQ reconstruction (what a model's
-    samples look like; the scene, hence the target, is unchanged). Returns the model (eval mode) and a summary."""
+                   vq=None, pairs: MinimalPairs | None = None) -> tuple[WorldDetector, dict]:
+    """Train from scratch on the corpora (`images`, `scenes`) plus `cfg.fresh` of each batch from `stream`, and
+    the order reader on `cfg.order_pairs` minimal pairs per step from `pairs` (half of their images take the
+    place of fresh scenes in the detector's batch); with a VQ tokenizer, `cfg.vq_fraction` of the images are
+    shown as their VQ reconstruction (what a model's samples look like; the scene, hence the target, is
+    unchanged). Returns the model (eval mode) and a summary."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = WorldDetector(cfg.detector)
@@ -218,8 +234,10 @@ def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrain
     n = len(scenes)
     n_fresh = round(cfg.fresh * cfg.batch_size) if stream is not None else 0
     batch = min(cfg.batch_size - n_fresh, n)
-    n_vq = round(cfg.vq_fraction * (batch + n_fresh))
-    pool = ScenePool(stream, max(cfg.fresh_pool, n_fresh), cfg.fresh_refresh) if n_fresh else None
+    n_pairs = cfg.order_pairs if pairs is not None else 0
+    n_shared = min(n_fresh, n_pairs) // 2 * 2  # minimal-pair images in the detector batch: whole pairs
+    n_vq = round(cfg.vq_fraction * (batch + n_fresh - n_shared))
+    pool = ScenePool(stream, max(cfg.fresh_pool, n_fresh), cfg.fresh_refresh) if n_fresh > n_shared else None
     history: list[dict] = []
     t0, cpu0 = time.perf_counter(), time.process_time()
     model.train()
@@ -228,15 +246,25 @@ def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrain
             g["lr"] = _lr(step, cfg)
         idx = torch.randperm(n, generator=gen)[:batch].tolist()
         imgs, scs = images[idx], [scenes[i] for i in idx]
-        if n_fresh:
-            fresh_imgs, fresh_scenes = pool.batch(n_fresh, gen)
+        if n_pairs:
+            p_imgs, p_scenes, box_a, box_b, labels = pairs.batch(n_pairs)
+            if vq is not None and cfg.vq_fraction:
+                pick = torch.rand(len(p_imgs), generator=gen) < cfg.vq_fraction
+                p_imgs[pick] = vq_roundtrip(vq, p_imgs[pick])
+            imgs, scs = torch.cat([imgs, p_imgs[:n_shared]]), scs + p_scenes[:n_shared]
+        if pool is not None:
+            fresh_imgs, fresh_scenes = pool.batch(n_fresh - n_shared, gen)
             imgs, scs = torch.cat([imgs, fresh_imgs]), scs + fresh_scenes
         if vq is not None and n_vq:
-            pick = torch.randperm(len(scs), generator=gen)[:n_vq]
+            pick = torch.randperm(len(scs) - n_shared, generator=gen)[:n_vq]
+            pick = pick + (pick >= batch).long() * n_shared  # the minimal pairs had their turn
             imgs = imgs.clone()
             imgs[pick] = vq_roundtrip(vq, imgs[pick])
         x, heat, objs = make_batch(imgs, scs, cfg, gen)
         loss, parts = detector_loss(model, x, heat, objs, gen, cfg.box_jitter)
+        if n_pairs:
+            o_loss = order_loss(model, p_imgs, box_a, box_b, labels, gen, cfg.box_jitter)
+            loss, parts = loss + o_loss, {**parts, "order": o_loss.item()}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

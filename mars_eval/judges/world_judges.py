@@ -25,13 +25,15 @@ from mars_eval.judges.world_decode import IDENTITY, Detection, detect
 from mars_eval.judges.world_detector import DetectorConfig, WorldDetector
 from mars_eval.judges.world_detector_eval import evaluate_detector
 from mars_eval.judges.world_detector_train import DetectorTrainConfig, load_training_scenes, train_detector
+from mars_eval.judges.world_order import MinimalPairs
 from mars_eval.judges.world_rules import score_parse
 from mars_eval.world_clip.scenes import SceneStream, val_prompts
 from mars_eval.world_clip.store import staged_dir
 from mars_ref.errors import MarsRefError
 from mars_ref.world.parse import parse_caption
 
-FORMAT = "mars-world-judges/3"  # 2: class-agnostic finder + crop reader; 3: occlusion read from the crop
+# 2: class-agnostic finder + crop reader; 3: occlusion read from the crop; 4: pairwise occlusion-order reader
+FORMAT = "mars-world-judges/4"
 MARKER = "world_judges.json"
 WEIGHTS = "world_detector.safetensors"
 MAX_CALIBRATION_IMAGES = 400  # held out from detector training for the Platt fit and detector metrics
@@ -118,8 +120,10 @@ def train_world_judges(world_dir: str | Path, out_dir: str | Path, seed: int = 0
     n_cal = max(1, min(MAX_CALIBRATION_IMAGES, len(scenes) // 10))
     if len(scenes) - n_cal < 1:
         raise MarsEvalError(f"{world_dir}: {len(scenes)} training images are too few (need >= 2)")
-    stream = SceneStream(cfg.seed, val_prompts(world_dir), weights=dict(cfg.fresh_weights)) if cfg.fresh > 0 else None
-    model, summary = train_detector(images[:-n_cal], scenes[:-n_cal], cfg, progress, stream, vq)
+    val = val_prompts(world_dir)
+    stream = SceneStream(cfg.seed, val, weights=dict(cfg.fresh_weights)) if cfg.fresh > 0 else None
+    pairs = MinimalPairs(cfg.seed, val) if cfg.order_pairs else None
+    model, summary = train_detector(images[:-n_cal], scenes[:-n_cal], cfg, progress, stream, vq, pairs)
     platt, held_out = evaluate_detector(model, images[-n_cal:], scenes[-n_cal:])
     meta = {"world": str(Path(world_dir).absolute()), "train": {**cfg.to_dict(), **summary},
             "platt": list(platt), "held_out_detector": held_out,

@@ -8,7 +8,8 @@ The semantics mirror T2I-CompBench's judges, with the world detector standing in
         detection of each noun, position = T2I-CompBench's rule (centre offset on the dominant axis in the
         right direction; 1 if IoU < 0.1 else 0.1 / IoU), or 0.25 * conf when only one object is found
     non_spatial (CLIP)                             conf1 * conf2 * P(relation): size ratio for bigger / smaller,
-        overlap and occlusion flags for in front of / behind, colour agreement for the same colour as
+        box overlap and the order reader's P(drawn over) for in front of / behind, colour agreement for the
+        same colour as
     3d_spatial (T2I-CompBench++)                   non_spatial's score over the prompt's "in front of" /
         "behind" relations (the world's depth order is its drawing order)
     numeracy (UniDet counting)                     product over noun phrases of [detected count == stated count]
@@ -126,7 +127,7 @@ def spatial_score(dets: list[Detection], groups: list[dict], relations: list[dic
 
 
 def relation_prob(rel: str, a: Detection, b: Detection) -> float:
-    """P(a rel b) for the non-spatial relations, from boxes, occlusion flags and colour distributions."""
+    """P(a rel b) for the non-spatial relations, from boxes, the order reader and colour distributions."""
     if rel in ("bigger_than", "smaller_than"):
         z = (math.log(a.extent / b.extent) - RATIO_SPLIT) / RATIO_TEMP
         zs = (math.log(b.extent / a.extent) - RATIO_SPLIT) / RATIO_TEMP
@@ -134,10 +135,8 @@ def relation_prob(rel: str, a: Detection, b: Detection) -> float:
     if rel in OCCLUSION_RELATIONS:
         share = box_overlap(a.box, b.box) / max(1e-9, min(box_area(a.box), box_area(b.box)))
         overlap = _sigmoid((share - MIN_OCCLUSION) / OVERLAP_TEMP)
-        front, back = (a, b) if rel == "in_front_of" else (b, a)
-        yes = back.occluded * (1 - front.occluded)
-        no = front.occluded * (1 - back.occluded)
-        return overlap * yes / max(1e-9, yes + no)
+        a_over_b = float(a.over[b.index])
+        return overlap * (a_over_b if rel == "in_front_of" else 1 - a_over_b)
     if rel == "same_color_as":
         return float(np.dot(a.color, b.color))
     raise MarsEvalError(f"not a non-spatial relation: {rel!r}")

@@ -1,8 +1,7 @@
 """Training targets of the world detector, computed from a scene's drawn objects (ground truth, training only).
 
-Per object: the grid cell holding its centre, its kind / colour / texture / shape indices, log box size, the
-centre's offset inside the cell, and whether a later-drawn object occludes it (the world's own `occludes` test,
-the geometry behind "in front of" / "behind"). The centre heatmap is CenterNet's: a Gaussian per object whose width
+Per object: the grid cell holding its centre, its kind / colour / texture / shape indices, log box size and the
+centre's offset inside the cell (the occlusion order has its own, pairwise data: world_order.py). The centre heatmap is CenterNet's: a Gaussian per object whose width
 follows the object's size, exactly 1 at the centre cell.
 """
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from mars_eval.judges.world_detector import STRIDE
 from mars_ref.world import lexicon as L
-from mars_ref.world.scene import Scene, occludes
+from mars_ref.world.scene import Scene
 
 KIND_INDEX = {k: i for i, k in enumerate(L.KINDS)}
 COLOR_INDEX = {c: i for i, c in enumerate(L.COLORS)}
@@ -34,24 +33,20 @@ class ObjectTarget:
     shape: int
     log_wh: tuple[float, float]
     offset: tuple[float, float]  # x, y inside the cell
-    occluded: float
 
 
 def scene_objects(scene: Scene, flip: bool = False, shift_px: tuple[float, float] = (0.0, 0.0),
-                  px_per_unit: float = 32.0) -> list[tuple[str, str, str, str | None, tuple, bool]]:
-    """(kind, colour, texture, shape, box, occluded) per drawn object, after an optional horizontal flip and a
+                  px_per_unit: float = 32.0) -> list[tuple[str, str, str, str | None, tuple]]:
+    """(kind, colour, texture, shape, box) per drawn object, after an optional horizontal flip and a
     translation by `shift_px` (x, y) pixels; boxes in canvas units."""
     cw, _ = scene.canvas
-    objs = list(scene.objects)
-    boxes = [o.box for o in objs]
-    occ = [any(occludes(boxes[i], boxes[j]) for j in range(i + 1, len(objs))) for i in range(len(objs))]
     dx, dy = shift_px[0] / px_per_unit, shift_px[1] / px_per_unit
     out = []
-    for o, b, oc in zip(objs, boxes, occ, strict=True):
-        x0, y0, x1, y1 = b
+    for o in scene.objects:
+        x0, y0, x1, y1 = o.box
         if flip:
             x0, x1 = cw - x1, cw - x0
-        out.append((o.kind, o.color, o.texture, o.shape, (x0 + dx, y0 + dy, x1 + dx, y1 + dy), oc))
+        out.append((o.kind, o.color, o.texture, o.shape, (x0 + dx, y0 + dy, x1 + dx, y1 + dy)))
     return out
 
 
@@ -62,7 +57,7 @@ def targets(objects, grid_h: int, grid_w: int, px_per_unit: float) -> tuple[np.n
     ys = np.arange(grid_h, dtype=np.float32)[:, None] + 0.5
     xs = np.arange(grid_w, dtype=np.float32)[None, :] + 0.5
     out = []
-    for kind, color, texture, shape, (x0, y0, x1, y1), occ in objects:
+    for kind, color, texture, shape, (x0, y0, x1, y1) in objects:
         gx, gy = (x0 + x1) / 2 * cells, (y0 + y1) / 2 * cells
         ix, iy = math.floor(gx), math.floor(gy)
         if not (0 <= ix < grid_w and 0 <= iy < grid_h):
@@ -74,6 +69,6 @@ def targets(objects, grid_h: int, grid_w: int, px_per_unit: float) -> tuple[np.n
         out.append(ObjectTarget(
             iy, ix, KIND_INDEX[kind], COLOR_INDEX[color], TEXTURE_INDEX[texture],
             SHAPE_INDEX[shape] if shape is not None else IGNORE,
-            (math.log(x1 - x0), math.log(y1 - y0)), (gx - ix, gy - iy), float(occ),
+            (math.log(x1 - x0), math.log(y1 - y0)), (gx - ix, gy - iy),
         ))
     return heat, out
