@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from mars_eval.judges.world_detector import STRIDE, normalise
+from mars_ref.world.scene import box_overlap
 
 SHORT_SIDE = 32
 IDENTITY = (1.0, 0.0)  # Platt parameters that leave scores unchanged
@@ -82,7 +83,7 @@ def detect(model, images: list[Image.Image], threshold: float = 0.05, max_dets: 
         boxes = torch.tensor([p[1] for ps in peaks for p in ps], dtype=torch.float32).reshape(-1, 4)
         read = _chunked(model.read, x, index, boxes) if len(boxes) else {}
         probs = {k: torch.softmax(v, dim=1).numpy() for k, v in read.items()}
-        over = _order(model, x, index, boxes)
+        over = _order(model, x, index, boxes, [len(ps) for ps in peaks])
         n, s = 0, min(h, w)  # s: pixels per canvas unit
         for j, i in enumerate(idx):
             k = len(peaks[j])
@@ -92,24 +93,30 @@ def detect(model, images: list[Image.Image], threshold: float = 0.05, max_dets: 
                     calibrate_score(score, platt) if platt != IDENTITY else score,
                     ((cx - bw / 2) / s, (cy - bh / 2) / s, (cx + bw / 2) / s, (cy + bh / 2) / s),
                     *(probs[name][d] for name in ("kind", "color", "texture", "shape")),
-                    index=d - n, over=over[d, n:n + k],
+                    index=d - n, over=over[j][d - n],
                 ))
             n += k
             out[i] = dets
     return out  # type: ignore[return-value]
 
 
-def _order(model, x: torch.Tensor, index: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
-    """(N, N) P(detection a drawn over detection b) for detections of one image whose boxes overlap, else 0.5."""
-    n = len(boxes)
-    out = np.full((n, n), 0.5)
-    lo, hi = boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2  # (N, 2)
-    inter = (torch.minimum(hi[:, None], hi[None]) - torch.maximum(lo[:, None], lo[None])).clamp(min=0).prod(-1)
-    a, b = torch.nonzero(torch.triu((inter > 0) & (index[:, None] == index[None]), diagonal=1), as_tuple=True)
-    if len(a):
-        p = torch.sigmoid(_chunked(model.order, x, index[a], boxes[a], boxes[b])).numpy()  # (P,)
-        out[a.numpy(), b.numpy()] = p
-        out[b.numpy(), a.numpy()] = 1 - p
+def _order(model, x: torch.Tensor, index: torch.Tensor, boxes: torch.Tensor, counts: list[int]) -> list[np.ndarray]:
+    """Per image j (its counts[j] detections consecutive in `boxes` (N, 4) px): (n_j, n_j) P(a drawn over b) for
+    pairs whose boxes overlap, else 0.5; one order-reader pass over all pairs, memory linear in the images."""
+    out = [np.full((k, k), 0.5) for k in counts]
+    xyxy = torch.cat([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], dim=1).tolist()
+    pairs, start = [], 0  # (image, local a, local b, global a, global b)
+    for j, k in enumerate(counts):
+        for u in range(k):
+            for v in range(u + 1, k):
+                if box_overlap(xyxy[start + u], xyxy[start + v]) > 0:
+                    pairs.append((j, u, v, start + u, start + v))
+        start += k
+    if pairs:
+        a, b = torch.tensor([p[3] for p in pairs]), torch.tensor([p[4] for p in pairs])
+        prob = torch.sigmoid(_chunked(model.order, x, index[a], boxes[a], boxes[b])).tolist()  # (P,)
+        for (j, u, v, _, _), pr in zip(pairs, prob, strict=True):
+            out[j][u, v], out[j][v, u] = pr, 1 - pr
     return out
 
 

@@ -6,8 +6,8 @@ pixels (boxes move with the content). Loss: CenterNet's focal loss on the centre
 and offset at object centres (the finder); cross-entropy for kind / colour / texture / shape on crops at the true
 boxes, jittered in position and scale as much as the finder's boxes are off (the reader); binary cross-entropy
 for which of two overlapping objects is on top, on minimal pairs of fresh scenes (the order reader,
-world_order.py). Half of the minimal-pair images also join the detector's batch, so that the finder and the
-reader see many overlapping objects (the world's priors make them rare).
+world_order.py). The first image of each minimal pair also joins the detector's batch, in place of a fresh
+scene, so that the finder and the reader see many overlapping objects (the world's priors make them rare).
 """
 
 from __future__ import annotations
@@ -223,8 +223,8 @@ def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrain
                    progress: Progress | None = None, stream: SceneStream | None = None,
                    vq=None, pairs: MinimalPairs | None = None) -> tuple[WorldDetector, dict]:
     """Train from scratch on the corpora (`images`, `scenes`) plus `cfg.fresh` of each batch from `stream`, and
-    the order reader on `cfg.order_pairs` minimal pairs per step from `pairs` (half of their images take the
-    place of fresh scenes in the detector's batch); with a VQ tokenizer, `cfg.vq_fraction` of the images are
+    the order reader on `cfg.order_pairs` minimal pairs per step from `pairs` (the first image of each takes the
+    place of a fresh scene in the detector's batch); with a VQ tokenizer, `cfg.vq_fraction` of the images are
     shown as their VQ reconstruction (what a model's samples look like; the scene, hence the target, is
     unchanged). Returns the model (eval mode) and a summary."""
     torch.manual_seed(cfg.seed)
@@ -235,7 +235,7 @@ def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrain
     n_fresh = round(cfg.fresh * cfg.batch_size) if stream is not None else 0
     batch = min(cfg.batch_size - n_fresh, n)
     n_pairs = cfg.order_pairs if pairs is not None else 0
-    n_shared = min(n_fresh, n_pairs) // 2 * 2  # minimal-pair images in the detector batch: whole pairs
+    n_shared = min(n_fresh, n_pairs)  # minimal pairs whose first image joins the detector batch
     n_vq = round(cfg.vq_fraction * (batch + n_fresh - n_shared))
     pool = ScenePool(stream, max(cfg.fresh_pool, n_fresh), cfg.fresh_refresh) if n_fresh > n_shared else None
     history: list[dict] = []
@@ -251,7 +251,7 @@ def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrain
             if vq is not None and cfg.vq_fraction:
                 pick = torch.rand(len(p_imgs), generator=gen) < cfg.vq_fraction
                 p_imgs[pick] = vq_roundtrip(vq, p_imgs[pick])
-            imgs, scs = torch.cat([imgs, p_imgs[:n_shared]]), scs + p_scenes[:n_shared]
+            imgs, scs = torch.cat([imgs, p_imgs[0:2 * n_shared:2]]), scs + p_scenes[0:2 * n_shared:2]
         if pool is not None:
             fresh_imgs, fresh_scenes = pool.batch(n_fresh - n_shared, gen)
             imgs, scs = torch.cat([imgs, fresh_imgs]), scs + fresh_scenes
