@@ -1,8 +1,8 @@
 """Training targets of the world detector, computed from a scene's drawn objects (ground truth, training only).
 
 Per object: the grid cell holding its centre, its kind / colour / texture / shape indices, log box size and the
-centre's offset inside the cell (the occlusion order has its own, pairwise data: world_order.py). The centre heatmap is CenterNet's: a Gaussian per object whose width
-follows the object's size, exactly 1 at the centre cell.
+centre's offset inside the cell (the occlusion order has its own, pairwise data: world_order.py). The centre
+heatmap is CenterNet's: a Gaussian per object whose width follows the object's size, exactly 1 at the centre cell.
 """
 
 from __future__ import annotations
