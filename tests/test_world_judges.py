@@ -22,7 +22,14 @@ from mars_eval.errors import MarsEvalError
 from mars_eval.judges.world_calibration import calibration_items, judge_calibration
 from mars_eval.judges.world_corrupt import corrupt
 from mars_eval.judges.world_decode import IDENTITY, Detection, calibrate_score, prepare
-from mars_eval.judges.world_detector import HEADS, READ_HEADS, STRIDE, DetectorConfig, WorldDetector
+from mars_eval.judges.world_detector import (
+    HEADS,
+    READ_HEADS,
+    STRIDE,
+    DetectorConfig,
+    WorldDetector,
+    normalise,
+)
 from mars_eval.judges.world_detector_eval import fit_platt, match
 from mars_eval.judges.world_detector_train import DetectorTrainConfig, detector_loss, make_batch
 from mars_eval.judges.world_judges import CATEGORIES, FORMAT, WorldJudges, train_world_judges
@@ -265,6 +272,57 @@ def test_detector_shapes_loss_and_prepare():
     assert tuple(prepare(Image.new("RGB", (30, 30))).shape) == (3, 32, 32)
     with pytest.raises(MarsEvalError, match="multiple of 4"):
         model(torch.zeros(1, 3, 30, 30))
+
+
+def test_readers_also_train_at_the_boxes_decoding_gives():
+    """With finder_boxes the reader reads each object twice: at its (jittered) true box and at the box that
+    decoding (`world_decode._peaks`) reports for a heatmap peak at the object's centre cell; the order reader
+    reads each minimal pair at both too."""
+    from mars_eval.judges.world_decode import _peaks
+
+    model = WorldDetector(DetectorConfig(width=8, reader_width=4))
+    scenes = [sample("non_spatial", np.random.default_rng(i)) for i in range(3)]
+    imgs = torch.stack([torch.from_numpy(np.asarray(render(s, 32, 32)).copy()).permute(2, 0, 1) for s in scenes])
+    x, heat, objs = make_batch(imgs, scenes, DetectorTrainConfig(), torch.Generator())
+    seen = []
+    read = model.read
+    model.read = lambda x, index, boxes: seen.append((index, boxes)) or read(x, index, boxes)
+    detector_loss(model, x, heat, objs, torch.Generator(), 0.15, finder_boxes=True)
+    (index, boxes), = seen
+    n = sum(len(ts) for ts in objs)
+    assert len(boxes) == 2 * n and index[:n].tolist() == index[n:].tolist()
+    with torch.no_grad():
+        maps = {k: v.clone() for k, v in model(x).items()}
+    k = 0
+    for j, ts in enumerate(objs):
+        maps["center"][j] = -10.0
+        for t in ts:
+            maps["center"][j, 0, t.cy, t.cx] = 10.0
+        decoded = {(int(b[0] // STRIDE), int(b[1] // STRIDE)): b for _, b in _peaks(maps, j, 0.5, 24)}
+        for t in ts:
+            assert torch.allclose(boxes[n + k], torch.tensor(decoded[t.cx, t.cy]), atol=1e-4)
+            k += 1
+
+    # the order reader likewise, on minimal pairs, at the boxes decoding gives for the two objects (eval mode)
+    from mars_eval.judges.world_detector_train import order_loss
+    from mars_eval.judges.world_order import MinimalPairs
+
+    p_imgs, _, box_a, box_b, labels = MinimalPairs(0, exclude=set()).batch(2)
+    calls, order = [], model.order
+    model.order = lambda x, index, a, b: calls.append((a, b)) or order(x, index, a, b)
+    assert torch.isfinite(order_loss(model, p_imgs, box_a, box_b, labels, torch.Generator(), 0.15, finder_boxes=True))
+    (a, b), = calls
+    model.eval()
+    with torch.no_grad():
+        maps = {k: v.clone() for k, v in model(normalise(p_imgs)).items()}
+    for j in range(len(p_imgs)):
+        maps["center"][j] = -10.0
+        for true in (box_a[j], box_b[j]):
+            maps["center"][j, 0, int(true[1] // STRIDE), int(true[0] // STRIDE)] = 10.0
+        decoded = {(int(q[0] // STRIDE), int(q[1] // STRIDE)): q for _, q in _peaks(maps, j, 0.5, 24)}
+        for true, seen_box in ((box_a[j], a[len(p_imgs) + j]), (box_b[j], b[len(p_imgs) + j])):
+            assert torch.allclose(seen_box, torch.tensor(decoded[int(true[0] // STRIDE), int(true[1] // STRIDE)]),
+                                  atol=1e-4)
 
 
 def test_reader_views_are_the_objects_pixels():

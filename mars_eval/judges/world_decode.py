@@ -129,16 +129,21 @@ def _chunked(fn, x: torch.Tensor, *per_item: torch.Tensor):
     return torch.cat(parts)
 
 
+def boxes_at(maps: dict[str, torch.Tensor], index: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """(N, 4) boxes (cx, cy, w, h) in pixels that the finder's size and offset maps give at grid cells (ys, xs)
+    (N,) of images `index` (N,): what decoding reports for a peak there."""
+    px_per_unit = STRIDE * min(maps["size"].shape[-2:])
+    off = torch.sigmoid(maps["offset"][index, :, ys, xs])  # (N, 2)
+    centre = (torch.stack([xs, ys], dim=1) + off) * STRIDE
+    return torch.cat([centre, torch.exp(maps["size"][index, :, ys, xs]) * px_per_unit], dim=1)
+
+
 def _peaks(maps: dict[str, torch.Tensor], j: int, threshold: float, max_dets: int) -> list[tuple]:
     """(score, box (cx, cy, w, h) in pixels) per 3x3 local maximum of image j's centre score."""
     heat = torch.sigmoid(maps["center"][j, 0])  # (h, w)
     local_max = torch.nn.functional.max_pool2d(heat[None, None], 3, 1, 1)[0, 0]
     ys, xs = torch.nonzero((heat >= local_max) & (heat > threshold), as_tuple=True)
     order = torch.argsort(heat[ys, xs], descending=True)[:max_dets]
-    px_per_unit = STRIDE * min(heat.shape)
-    out = []
-    for y, x in zip(ys[order].tolist(), xs[order].tolist(), strict=True):
-        off = torch.sigmoid(maps["offset"][j, :, y, x])
-        bw, bh = (torch.exp(maps["size"][j, :, y, x]) * px_per_unit).tolist()
-        out.append((float(heat[y, x]), ((x + float(off[0])) * STRIDE, (y + float(off[1])) * STRIDE, bw, bh)))
-    return out
+    ys, xs = ys[order], xs[order]
+    boxes = boxes_at(maps, torch.full_like(ys, j), ys, xs).tolist()
+    return [(float(h), tuple(b)) for h, b in zip(heat[ys, xs].tolist(), boxes, strict=True)]

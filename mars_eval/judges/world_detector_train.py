@@ -4,7 +4,8 @@ Ground truth comes from each image's scene (its drawn objects); the judges never
 Augmentations keep the ground truth exact: horizontal flips (boxes are mirrored) and translations by a few
 pixels (boxes move with the content). Loss: CenterNet's focal loss on the centre heatmap and L1 for box size
 and offset at object centres (the finder); cross-entropy for kind / colour / texture / shape on crops at the true
-boxes, jittered in position and scale as much as the finder's boxes are off (the reader); binary cross-entropy
+boxes, jittered in position and scale, and at the boxes the finder predicts (the reader: its errors at detected
+boxes were mostly the finder's box sizes, a pixel off on a 10 px object); binary cross-entropy
 for which of two overlapping objects is on top, on minimal pairs of fresh scenes (the order reader,
 world_order.py). The first image of each minimal pair also joins the detector's batch, in place of a fresh
 scene, so that the finder and the reader see many overlapping objects (the world's priors make them rare).
@@ -24,7 +25,8 @@ from torch.nn import functional as F
 
 from mars_eval.errors import MarsEvalError
 from mars_eval.io import read_jsonl
-from mars_eval.judges.world_detector import STRIDE, DetectorConfig, WorldDetector, normalise
+from mars_eval.judges.world_decode import boxes_at
+from mars_eval.judges.world_detector import READ_HEADS, STRIDE, DetectorConfig, WorldDetector, normalise
 from mars_eval.judges.world_order import MinimalPairs
 from mars_eval.judges.world_targets import IGNORE, scene_objects, targets
 from mars_eval.world_clip.scenes import ScenePool, SceneStream
@@ -50,6 +52,7 @@ class DetectorTrainConfig:
     fresh_pool: int = 1024  # rendered fresh scenes kept; `fresh_refresh` of them are replaced per step
     fresh_refresh: int = 8
     box_jitter: float = 0.15  # reader crops: centre moved and size scaled by up to this share of the box
+    finder_boxes: bool = True  # the reader and the order reader also read every object at the finder's box
     # fresh scenes per category, relative (others 1): the world's priors leave most objects plain, alone and
     # unoccluded, so textures, overlaps and crowds are asked for more often
     fresh_weights: tuple[tuple[str, float], ...] = (("texture", 3.0), ("complex", 2.0), ("non_spatial", 4.0),
@@ -170,8 +173,11 @@ def jitter_boxes(boxes: torch.Tensor, amount: float, gen: torch.Generator) -> to
 
 
 def detector_loss(model: WorldDetector, x: torch.Tensor, heat: torch.Tensor, objs: list,
-                  gen: torch.Generator | None = None, box_jitter: float = 0.0) -> tuple[torch.Tensor, dict]:
-    """Finder + reader loss of one batch (images x (B, 3, H, W) normalised, targets from `make_batch`)."""
+                  gen: torch.Generator | None = None, box_jitter: float = 0.0,
+                  finder_boxes: bool = False) -> tuple[torch.Tensor, dict]:
+    """Finder + reader loss of one batch (images x (B, 3, H, W) normalised, targets from `make_batch`). The reader
+    reads every object at its true box (jittered by `box_jitter`) and, with `finder_boxes`, also at the box the
+    finder predicts at its centre, as a two-stage detector's heads train on the proposals they will see."""
     out = model(x)
     parts = {"center": focal_loss(out["center"][:, 0], heat)}
     flat = [t for ts in objs for t in ts]
@@ -183,26 +189,39 @@ def detector_loss(model: WorldDetector, x: torch.Tensor, heat: torch.Tensor, obj
         def at(name):  # (N, C) predictions at object centres
             return out[name][b, :, y, xs]
 
-        parts["size"] = F.l1_loss(at("size"), torch.tensor([t.log_wh for t in flat]))
-        parts["offset"] = F.l1_loss(torch.sigmoid(at("offset")), torch.tensor([t.offset for t in flat]))
-        read = model.read(x, b, jitter_boxes(boxes, box_jitter, gen) if gen is not None else boxes)
-        parts["kind"] = F.cross_entropy(read["kind"], torch.tensor([t.kind for t in flat]))
-        parts["color"] = F.cross_entropy(read["color"], torch.tensor([t.color for t in flat]))
-        parts["texture"] = F.cross_entropy(read["texture"], torch.tensor([t.texture for t in flat]))
-        shapes = torch.tensor([t.shape for t in flat])
-        if (shapes != IGNORE).any():
-            parts["shape"] = F.cross_entropy(read["shape"], shapes, ignore_index=IGNORE)
+        size, offset = at("size"), torch.sigmoid(at("offset"))  # (N, 2) each
+        parts["size"] = F.l1_loss(size, torch.tensor([t.log_wh for t in flat]))
+        parts["offset"] = F.l1_loss(offset, torch.tensor([t.offset for t in flat]))
+        read_at = [jitter_boxes(boxes, box_jitter, gen) if gen is not None else boxes]
+        if finder_boxes:  # the boxes decoding would give at these centres: the reader learns the finder's errors
+            read_at.append(boxes_at(out, b, y, xs).detach())
+        read = model.read(x, b.repeat(len(read_at)), torch.cat(read_at))  # logits (len(read_at) * N, C)
+        for name in READ_HEADS:  # kind, color, texture, shape (IGNORE where a kind has no shape)
+            labels = torch.tensor([getattr(t, name) for t in flat]).repeat(len(read_at))
+            if (labels != IGNORE).any():
+                parts[name] = F.cross_entropy(read[name], labels, ignore_index=IGNORE)
     total = sum(parts.values())
     return total, {k: v.item() for k, v in parts.items()}
 
 
 def order_loss(model: WorldDetector, images: torch.Tensor, box_a: torch.Tensor, box_b: torch.Tensor,
-               labels: torch.Tensor, gen: torch.Generator, box_jitter: float) -> torch.Tensor:
+               labels: torch.Tensor, gen: torch.Generator, box_jitter: float, finder_boxes: bool = False) -> torch.Tensor:
     """Binary cross-entropy of the order reader on minimal pairs (`MinimalPairs.batch`: uint8 images (N, 3, H, W),
-    boxes (N, 4) px, labels (N,)), both boxes jittered as the finder's are off."""
-    logits = model.order(normalise(images), torch.arange(len(images)), jitter_boxes(box_a, box_jitter, gen),
-                         jitter_boxes(box_b, box_jitter, gen))  # (N,)
-    return F.binary_cross_entropy_with_logits(logits, labels)
+    boxes (N, 4) px, labels (N,)), both boxes jittered as the finder's are off; with `finder_boxes`, also at the
+    boxes the finder predicts at the two objects' centres (as in `detector_loss`)."""
+    x, index = normalise(images), torch.arange(len(images))
+    a, b = [jitter_boxes(box_a, box_jitter, gen)], [jitter_boxes(box_b, box_jitter, gen)]
+    if finder_boxes:
+        model.eval()  # as decoding runs it (and the batch norms' statistics stay the detector batch's)
+        with torch.no_grad():
+            maps = model(x)
+        model.train()
+        for true, out in ((box_a, a), (box_b, b)):
+            cells = (true[:, :2] / STRIDE).floor().long()  # (N, 2) x, y
+            h, w = maps["size"].shape[-2:]
+            out.append(boxes_at(maps, index, cells[:, 1].clamp(0, h - 1), cells[:, 0].clamp(0, w - 1)))
+    logits = model.order(x, index.repeat(len(a)), torch.cat(a), torch.cat(b))  # (len(a) * N,)
+    return F.binary_cross_entropy_with_logits(logits, labels.repeat(len(a)))
 
 
 def _lr(step: int, cfg: DetectorTrainConfig) -> float:
@@ -261,9 +280,9 @@ def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrain
             imgs = imgs.clone()
             imgs[pick] = vq_roundtrip(vq, imgs[pick])
         x, heat, objs = make_batch(imgs, scs, cfg, gen)
-        loss, parts = detector_loss(model, x, heat, objs, gen, cfg.box_jitter)
+        loss, parts = detector_loss(model, x, heat, objs, gen, cfg.box_jitter, cfg.finder_boxes)
         if n_pairs:
-            o_loss = order_loss(model, p_imgs, box_a, box_b, labels, gen, cfg.box_jitter)
+            o_loss = order_loss(model, p_imgs, box_a, box_b, labels, gen, cfg.box_jitter, cfg.finder_boxes)
             loss, parts = loss + o_loss, {**parts, "order": o_loss.item()}
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -4,15 +4,21 @@ Rejection sampling: each object's centre is drawn uniformly where it fits, and k
 relation to the objects already placed and overlaps unrelated objects no more than the category allows.
 When an object finds no place, the whole layout restarts with all sizes shrunk a little. Mild overlap
 between unrelated objects is allowed on purpose (occlusion makes the images harder and more realistic);
-counting scenes keep their objects apart so a count is unambiguous.
+counting scenes keep their objects apart so a count is unambiguous. An "in front of" pair must be legible at
+the world's 32 px: the object in front covers HIDDEN of the silhouette behind it, measured on the silhouettes
+(boxes overlap far more than shapes do), so that both which one is on top and what the one behind is can be
+seen.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 
 from mars_ref.errors import MarsRefError
 from mars_ref.world import lexicon as L
+from mars_ref.world.render import silhouette
 from mars_ref.world.scene import (
     MIN_OCCLUSION,
     SIZE_RATIO,
@@ -26,7 +32,12 @@ from mars_ref.world.scene import (
 )
 
 MARGIN = 0.02  # objects stay this far inside the canvas
-MAX_OCCLUDED = 0.6  # "in front of" may hide at most this share of the object behind
+MAX_OCCLUDED = 0.6  # "in front of": the boxes overlap by at most this share of the smaller one
+# "in front of": the share of the silhouette behind that the one in front covers. Measured with the small world's
+# judges on 800 fresh scenes: below 0.2 the order is read right at true boxes 60-90 % of the time (the overlap is a
+# few pixels), above 0.4 the kind of the object behind 87-89 % (95-100 % in between)
+HIDDEN = (0.2, 0.4)
+SILHOUETTE_PX = 64  # pixels per canvas unit at which silhouettes are compared (2x the 32 px base)
 TRIES_PER_OBJECT = 120
 RESTARTS = 40
 
@@ -126,14 +137,14 @@ def layout(
 ) -> tuple[Obj, ...]:
     """Objects in drawing order for the spec; raises LayoutError when none is found (an impossible spec)."""
     attrs = _attributes(groups, relations, rng)
-    occlusion_pairs = {frozenset((r.subj, r.obj)) for r in relations if r.rel in ("in_front_of", "behind")}
+    fronts = {frozenset((r.subj, r.obj)): (r.subj if r.rel == "in_front_of" else r.obj)
+              for r in relations if r.rel in ("in_front_of", "behind")}  # occlusion pair -> the group in front
     max_overlap = 0.0 if category in ("numeracy", "spatial") or sum(g.count for g in groups) > 3 else 0.12
     cw, ch = canvas
     shrink = 1.0
     for _ in range(RESTARTS):
         sizes = _sizes(groups, relations, category, rng, shrink)
-        placed: list[tuple[int, Box, float]] = []  # (group, box, size)
-        centres: list[tuple[float, float]] = []
+        placed: list[Obj] = []
         for gi in _order(groups, relations):
             kind = groups[gi].kind
             first_rel = next((r.rel for r in relations if r.obj == gi), None)
@@ -144,9 +155,10 @@ def layout(
                 x0, x1, y0, y1 = _centre_range(w, h, canvas, first_rel)
                 if x0 > x1 or y0 > y1:
                     break
+                color, texture, shape, flip, rgb = attrs[gi][m]
                 if near is not None:  # sample around the already placed partner: the overlap is the point
-                    k = next(i for i, p in enumerate(placed) if p[0] == near.obj)
-                    (px, py), ps = centres[k], placed[k][2]
+                    partner = next(o for o in placed if o.group == near.obj)
+                    px, py, ps = partner.cx, partner.cy, partner.s
                     ang = rng.uniform(0, 2 * np.pi, TRIES_PER_OBJECT)
                     dist = rng.uniform(0.3, 0.55, TRIES_PER_OBJECT) * (s + ps) / 2
                     xs = np.clip(px + dist * np.cos(ang), w / 2 + MARGIN, cw - w / 2 - MARGIN)
@@ -154,10 +166,9 @@ def layout(
                 else:
                     xs, ys = rng.uniform(x0, x1, TRIES_PER_OBJECT), rng.uniform(y0, y1, TRIES_PER_OBJECT)
                 for cx, cy in zip(xs.round(4).tolist(), ys.round(4).tolist(), strict=True):
-                    box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-                    if _fits(box, s, gi, placed, relations, occlusion_pairs, max_overlap):
-                        placed.append((gi, box, s))
-                        centres.append((cx, cy))
+                    obj = Obj(kind, gi, color, texture, shape, cx, cy, s, rgb, flip)
+                    if _fits(obj, placed, relations, fronts, max_overlap, canvas):
+                        placed.append(obj)
                         break
                 else:
                     break  # no place for this object
@@ -165,23 +176,35 @@ def layout(
                 continue
             break  # an object found no place: restart
         else:
-            seen, objs = [0] * len(groups), []
-            for (gi, _box, s), (cx, cy) in zip(placed, centres, strict=True):
-                color, texture, shape, flip, rgb = attrs[gi][seen[gi]]
-                seen[gi] += 1
-                objs.append(Obj(groups[gi].kind, gi, color, texture, shape, cx, cy, s, rgb, flip))
-            return _z_order(objs, relations, rng)
+            return _z_order(placed, relations, rng)
         shrink *= 0.93
     raise LayoutError(f"no layout found for {groups} with {relations}")
 
 
-def _fits(box: Box, s: float, gi: int, placed, relations, occlusion_pairs, max_overlap: float) -> bool:
+@lru_cache(maxsize=256)  # an object already placed is compared with every candidate position of its partner
+def _silhouette(obj: Obj, canvas: tuple[float, float]) -> np.ndarray:
+    return silhouette(obj, canvas, SILHOUETTE_PX)
+
+
+def hidden_share(front: Obj, back: Obj, canvas: tuple[float, float]) -> float:
+    """The share of `back`'s silhouette that `front` covers (were it drawn over it)."""
+    sf, sb = _silhouette(front, canvas), _silhouette(back, canvas)
+    return float((sf * sb).sum() / max(float(sb.sum()), 1e-9))
+
+
+def _fits(obj: Obj, placed: list[Obj], relations, fronts: dict, max_overlap: float, canvas) -> bool:
+    box, s, gi = obj.box, obj.s, obj.group
     area_c = box_area(box)
-    for gj, other, s_o in placed:
+    for o in placed:
+        gj, other, s_o = o.group, o.box, o.s
         area = box_overlap(box, other)
         small = min(area_c, box_area(other))
-        if gj != gi and frozenset((gi, gj)) in occlusion_pairs:
+        front = fronts.get(frozenset((gi, gj))) if gj != gi else None
+        if front is not None:
             if area < (MIN_OCCLUSION + 0.05) * small or area > MAX_OCCLUDED * small:
+                return False
+            hidden = hidden_share(obj, o, canvas) if front == gi else hidden_share(o, obj, canvas)
+            if not HIDDEN[0] <= hidden <= HIDDEN[1]:
                 return False
         else:
             if area > max_overlap * small + 1e-12:

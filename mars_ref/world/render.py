@@ -94,21 +94,52 @@ def _contrast_tone(rgb: np.ndarray) -> np.ndarray:
     return rgb * 0.32 if lum > 0.5 else rgb * 0.3 + 0.7 * 0.92
 
 
-def _draw(acc: np.ndarray, trans: np.ndarray, obj: Obj, scale: float, outline: int, min_period: float) -> None:
-    """Composite one object over `acc` (3, H, W, premultiplied) and update the transmittance `trans` (H, W)."""
-    _, H, W = acc.shape
+def _pen(obj: Obj, scale: float, W: int, H: int, outline: int = 0) -> tuple[Pen, int, int] | None:
+    """The object's layers drawn in a window of the W x H canvas (`scale` px per canvas unit) with room for the
+    outline and the shadow; (pen, window corner x, y), or None when the object lies outside the canvas."""
     w, h = obj.wh
     bw, bh = w * scale, h * scale
     x0, y0 = (obj.cx - w / 2) * scale, (obj.cy - h / 2) * scale
-    sdx, sdy = SHADOW[0] * scale, SHADOW[1] * scale
     pad = 0.12 * max(bw, bh) + outline + 2  # room for parts that overhang the box (flames, moon horns)
     ix0, iy0 = max(0, math.floor(x0 - pad)), max(0, math.floor(y0 - pad))
-    ix1, iy1 = min(W, math.ceil(x0 + bw + pad + sdx)), min(H, math.ceil(y0 + bh + pad + sdy))
+    ix1, iy1 = min(W, math.ceil(x0 + bw + pad + SHADOW[0] * scale)), min(H, math.ceil(y0 + bh + pad + SHADOW[1] * scale))
     if ix1 <= ix0 or iy1 <= iy0:
-        return
-    cw, ch = ix1 - ix0, iy1 - iy0
-    pen = Pen((cw, ch), x0 - ix0, y0 - iy0, bw, bh, obj.flip)
+        return None
+    pen = Pen((ix1 - ix0, iy1 - iy0), x0 - ix0, y0 - iy0, bw, bh, obj.flip)
     DRAW[obj.kind](pen, obj)
+    return pen, ix0, iy0
+
+
+def _opacity(paint, layer: Image.Image) -> np.ndarray:
+    """A layer's coverage (h, w) in [0, 1], times a detail colour's opacity."""
+    m = np.asarray(layer, dtype=np.float32) * (1.0 / 255.0)
+    return m if paint == "body" or paint[0] == "mul" else m * paint[2]
+
+
+def silhouette(obj: Obj, canvas: tuple[float, float], px_per_unit: float) -> np.ndarray:
+    """The object's coverage (H, W) in [0, 1] on the whole canvas at `px_per_unit` pixels per canvas unit (what
+    the renderer composites, without outline and shadow): the layout measures how much of an object another hides."""
+    W, H = round(canvas[0] * px_per_unit), round(canvas[1] * px_per_unit)
+    out = np.zeros((H, W), dtype=np.float32)
+    drawn = _pen(obj, px_per_unit, W, H)
+    if drawn is not None:
+        pen, ix0, iy0 = drawn
+        alpha = out[iy0:iy0 + pen.size[1], ix0:ix0 + pen.size[0]]
+        for paint, layer in pen.layers:
+            alpha += _opacity(paint, layer) * (1 - alpha)
+    return out
+
+
+def _draw(acc: np.ndarray, trans: np.ndarray, obj: Obj, scale: float, outline: int, min_period: float) -> None:
+    """Composite one object over `acc` (3, H, W, premultiplied) and update the transmittance `trans` (H, W)."""
+    _, H, W = acc.shape
+    drawn = _pen(obj, scale, W, H, outline)
+    if drawn is None:
+        return
+    pen, ix0, iy0 = drawn
+    (cw, ch), bh = pen.size, pen.bh
+    ix1, iy1 = ix0 + cw, iy0 + ch
+    sdx, sdy = SHADOW[0] * scale, SHADOW[1] * scale
 
     base = np.asarray(obj.rgb, dtype=np.float32)[:, None, None] / 255.0  # (3, 1, 1)
     xs = np.arange(cw, dtype=np.float32) + 0.5 - pen.ox  # pixel coords relative to the box corner
@@ -121,7 +152,7 @@ def _draw(acc: np.ndarray, trans: np.ndarray, obj: Obj, scale: float, outline: i
     rgb = np.zeros((3, ch, cw), dtype=np.float32)  # premultiplied colour
     alpha = np.zeros((ch, cw), dtype=np.float32)
     for paint, layer in pen.layers:
-        m = np.asarray(layer, dtype=np.float32) * (1.0 / 255.0)  # (h, w)
+        m = _opacity(paint, layer)  # (h, w)
         if paint == "body" or paint[0] == "mul":
             f = 1.0 if paint == "body" else paint[1]
             col = base * f if f <= 1 else base + (1 - base) * (f - 1)
@@ -130,7 +161,6 @@ def _draw(acc: np.ndarray, trans: np.ndarray, obj: Obj, scale: float, outline: i
                 col = col + (tone - col) * pattern
         else:
             col = np.asarray(paint[1], dtype=np.float32)[:, None, None] / 255.0
-            m = m * paint[2]
         rgb += (col - rgb) * m
         alpha += m * (1 - alpha)
 
