@@ -35,7 +35,7 @@ MARGIN = 0.02  # objects stay this far inside the canvas
 MAX_OCCLUDED = 0.6  # "in front of": the boxes overlap by at most this share of the smaller one
 # "in front of": the share of the silhouette behind that the one in front covers. Measured with the small world's
 # judges on 800 fresh scenes: below 0.2 the order is read right at true boxes 60-90 % of the time (the overlap is a
-# few pixels), above 0.4 the kind of the object behind 87-89 % (95-100 % in between)
+# few pixels), above 0.4 the kind of the object behind 87-90 % (92-100 % in between)
 HIDDEN = (0.2, 0.4)
 SILHOUETTE_PX = 64  # pixels per canvas unit at which silhouettes are compared (2x the 32 px base)
 TRIES_PER_OBJECT = 120
