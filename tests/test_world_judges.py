@@ -274,12 +274,20 @@ def test_detector_shapes_loss_and_prepare():
         model(torch.zeros(1, 3, 30, 30))
 
 
+def _decoded_at(maps: dict, j: int, cells: list[tuple[int, int]]) -> dict:
+    """{(x, y) cell: box} that `world_decode._peaks` reports for image j when its only peaks are at `cells`."""
+    from mars_eval.judges.world_decode import _peaks
+
+    maps["center"][j] = -10.0
+    for cx, cy in cells:
+        maps["center"][j, 0, cy, cx] = 10.0
+    return {(int(b[0] // STRIDE), int(b[1] // STRIDE)): b for _, b in _peaks(maps, j, 0.5, 24)}
+
+
 def test_readers_also_train_at_the_boxes_decoding_gives():
     """With finder_boxes the reader reads each object twice: at its (jittered) true box and at the box that
     decoding (`world_decode._peaks`) reports for a heatmap peak at the object's centre cell; the order reader
     reads each minimal pair at both too."""
-    from mars_eval.judges.world_decode import _peaks
-
     model = WorldDetector(DetectorConfig(width=8, reader_width=4))
     scenes = [sample("non_spatial", np.random.default_rng(i)) for i in range(3)]
     imgs = torch.stack([torch.from_numpy(np.asarray(render(s, 32, 32)).copy()).permute(2, 0, 1) for s in scenes])
@@ -295,10 +303,7 @@ def test_readers_also_train_at_the_boxes_decoding_gives():
         maps = {k: v.clone() for k, v in model(x).items()}
     k = 0
     for j, ts in enumerate(objs):
-        maps["center"][j] = -10.0
-        for t in ts:
-            maps["center"][j, 0, t.cy, t.cx] = 10.0
-        decoded = {(int(b[0] // STRIDE), int(b[1] // STRIDE)): b for _, b in _peaks(maps, j, 0.5, 24)}
+        decoded = _decoded_at(maps, j, [(t.cx, t.cy) for t in ts])
         for t in ts:
             assert torch.allclose(boxes[n + k], torch.tensor(decoded[t.cx, t.cy]), atol=1e-4)
             k += 1
@@ -311,18 +316,16 @@ def test_readers_also_train_at_the_boxes_decoding_gives():
     calls, order = [], model.order
     model.order = lambda x, index, a, b: calls.append((a, b)) or order(x, index, a, b)
     assert torch.isfinite(order_loss(model, p_imgs, box_a, box_b, labels, torch.Generator(), 0.15, finder_boxes=True))
+    assert model.training  # order_loss leaves the model in the mode it found it in
     (a, b), = calls
     model.eval()
     with torch.no_grad():
         maps = {k: v.clone() for k, v in model(normalise(p_imgs)).items()}
     for j in range(len(p_imgs)):
-        maps["center"][j] = -10.0
-        for true in (box_a[j], box_b[j]):
-            maps["center"][j, 0, int(true[1] // STRIDE), int(true[0] // STRIDE)] = 10.0
-        decoded = {(int(q[0] // STRIDE), int(q[1] // STRIDE)): q for _, q in _peaks(maps, j, 0.5, 24)}
-        for true, seen_box in ((box_a[j], a[len(p_imgs) + j]), (box_b[j], b[len(p_imgs) + j])):
-            assert torch.allclose(seen_box, torch.tensor(decoded[int(true[0] // STRIDE), int(true[1] // STRIDE)]),
-                                  atol=1e-4)
+        cell_a, cell_b = ((int(t[0] // STRIDE), int(t[1] // STRIDE)) for t in (box_a[j], box_b[j]))
+        decoded = _decoded_at(maps, j, [cell_a, cell_b])
+        assert torch.allclose(a[len(p_imgs) + j], torch.tensor(decoded[cell_a]), atol=1e-4)
+        assert torch.allclose(b[len(p_imgs) + j], torch.tensor(decoded[cell_b]), atol=1e-4)
 
 
 def test_reader_views_are_the_objects_pixels():

@@ -212,13 +212,14 @@ def order_loss(model: WorldDetector, images: torch.Tensor, box_a: torch.Tensor, 
     x, index = normalise(images), torch.arange(len(images))
     a, b = [jitter_boxes(box_a, box_jitter, gen)], [jitter_boxes(box_b, box_jitter, gen)]
     if finder_boxes:
+        training = model.training
         model.eval()  # as decoding runs it (and the batch norms' statistics stay the detector batch's)
         with torch.no_grad():
             maps = model(x)
-        model.train()
+        model.train(training)
+        h, w = maps["size"].shape[-2:]
         for true, out in ((box_a, a), (box_b, b)):
             cells = (true[:, :2] / STRIDE).floor().long()  # (N, 2) x, y
-            h, w = maps["size"].shape[-2:]
             out.append(boxes_at(maps, index, cells[:, 1].clamp(0, h - 1), cells[:, 0].clamp(0, w - 1)))
     logits = model.order(x, index.repeat(len(a)), torch.cat(a), torch.cat(b))  # (len(a) * N,)
     return F.binary_cross_entropy_with_logits(logits, labels.repeat(len(a)))
