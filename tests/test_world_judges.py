@@ -424,6 +424,34 @@ def test_cli_trains_and_prints_calibration(world, tmp_path, capsys):
     assert [r["category"] for r in meta["calibration"]] == list(CATEGORIES)
 
 
+def test_init_continues_from_a_judge_directory(world, tmp_path):
+    """`--init`: training starts from the saved weights with the saved detector config (its width, not --width's),
+    records where it came from, and a directory that is not a judge directory is a one-line error."""
+    from safetensors.torch import load_file
+
+    from mars_eval.cli.main import main
+
+    first = tmp_path / "first"
+    cfg = DetectorTrainConfig(steps=2, batch_size=8, detector=DetectorConfig(width=8))
+    train_world_judges(world, first, seed=1, cfg=cfg)
+    second = tmp_path / "second"
+    rc = main(["train", "judges", "--world", str(world), "--out", str(second), "--init", str(first), "--steps", "1",
+               "--lr", "1e-12", "--calibrate", "0", "--width", "16", "--json"])
+    assert rc == 0
+    meta = json.loads((second / "world_judges.json").read_text())
+    assert meta["detector"]["width"] == 8 and meta["init"]["from"] == str(first.absolute())
+    assert meta["init"]["train"]["steps"] == 2 and meta["train"]["lr"] == 1e-12
+    before = load_file(str(first / "world_detector.safetensors"))
+    after = load_file(str(second / "world_detector.safetensors"))
+    weights = [k for k in before if k.endswith(".weight")]
+    # lr ~ 0: the first run's weights, not a new initialisation (which its 2 steps moved by ~1e-4)
+    assert weights and all(torch.allclose(before[k], after[k], atol=1e-6) for k in weights)
+    with pytest.raises(SystemExit) as e:
+        main(["train", "judges", "--world", str(world), "--out", str(tmp_path / "x"), "--init", str(tmp_path),
+              "--steps", "1"])
+    assert e.value.code == 1 and not (tmp_path / "x").exists()
+
+
 @pytest.mark.slow
 def test_trained_judges_beat_a_constant_judge(tmp_path):
     """Default training on a 2,500-image world: spatial, colour and shape judges are accurate; every category,

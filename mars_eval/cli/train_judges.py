@@ -25,6 +25,10 @@ def train_judges_cmd(
                                                  "accuracy on VQ-reconstructed renders.")] = None,
     width: Annotated[int, typer.Option(help="Detector channels (32: fast default; 48: more accurate, ~2x "
                                             "slower).")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of the cosine schedule.")] = 3e-3,
+    init: Annotated[Path | None, typer.Option(help="A judge directory to start from (its weights and detector "
+                                                   "config; --width is then ignored): another cosine cycle "
+                                                   "on top of a finished run.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the world detector behind the judges; print judge accuracy per category against ground truth."""
@@ -36,6 +40,8 @@ def train_judges_cmd(
     require_dir(world, "world directory")
     if vq is not None:
         require_dir(vq, "VQ checkpoint directory")
+    if init is not None:
+        WorldJudges.load(init)  # a bad directory fails here, before any work
     with progress() as bar:
         task = bar.add_task("train judges", total=steps, rate="")
 
@@ -43,8 +49,8 @@ def train_judges_cmd(
             if step % 10 == 0 or step == total:
                 bar.update(task, completed=step, rate=f"loss {loss:.3f}")
 
-        cfg = DetectorTrainConfig(detector=DetectorConfig(width=width))
-        summary = train_world_judges(world, out, seed=seed, steps=steps, cfg=cfg, progress=on_step, vq=vq)
+        cfg = DetectorTrainConfig(lr=lr, detector=DetectorConfig(width=width))
+        summary = train_world_judges(world, out, seed=seed, steps=steps, cfg=cfg, progress=on_step, vq=vq, init=init)
     results = {"out": summary["out"], "n_images": summary["train"]["n_images"],
                "train_seconds": summary["train"]["train_seconds"], "seconds": summary["seconds"]}
     if calibrate > 0:

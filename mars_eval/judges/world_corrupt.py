@@ -10,7 +10,8 @@ judge is tested on exactly the property its category is about:
                               same colour -> the second object recoloured
     3d_spatial                in front <-> behind (drawing order swapped)
     numeracy                  one object removed, or (for a count of 1 or at random) a scene with one more
-    complex                   one of the above for a stated attribute or one of the relations
+    complex                   one of the above for a stated attribute or one of the relations (another one
+                              when a swapped size relation cannot be laid out)
 
 `corrupt` returns None when a scene offers nothing to corrupt (never happens for the world's samplers).
 """
@@ -128,6 +129,9 @@ def corrupt(scene: Scene, category: str, rng: np.random.Generator) -> Scene | No
     if category == "complex":
         options = [("rel", r) for r in scene.relations]
         options += [("attr", a) for a in ATTR_VALUES if any(getattr(g, a) for g in scene.groups)]
-        kind, what = options[int(rng.integers(len(options)))]
-        return corrupt_relation(scene, what, rng) if kind == "rel" else corrupt_attribute(scene, what, rng)
+        for k in rng.permutation(len(options)):  # the next option when one cannot be laid out
+            kind, what = options[int(k)]
+            bad = corrupt_relation(scene, what, rng) if kind == "rel" else corrupt_attribute(scene, what, rng)
+            if bad is not None:
+                return bad
     return None

@@ -241,15 +241,19 @@ def vq_roundtrip(vq, images: torch.Tensor) -> torch.Tensor:
 
 def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrainConfig,
                    progress: Progress | None = None, stream: SceneStream | None = None,
-                   vq=None, pairs: MinimalPairs | None = None) -> tuple[WorldDetector, dict]:
-    """Train from scratch on the corpora (`images`, `scenes`) plus `cfg.fresh` of each batch from `stream`, and
+                   vq=None, pairs: MinimalPairs | None = None,
+                   init: WorldDetector | None = None) -> tuple[WorldDetector, dict]:
+    """Train from scratch (or from `init`'s weights, trained in place; its config must be `cfg.detector`) on the
+    corpora (`images`, `scenes`) plus `cfg.fresh` of each batch from `stream`, and
     the order reader on `cfg.order_pairs` minimal pairs per step from `pairs` (the first image of each takes the
     place of a fresh scene in the detector's batch); with a VQ tokenizer, `cfg.vq_fraction` of the images are
     shown as their VQ reconstruction (what a model's samples look like; the scene, hence the target, is
     unchanged). Returns the model (eval mode) and a summary."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = WorldDetector(cfg.detector)
+    if init is not None and init.cfg != cfg.detector:
+        raise MarsEvalError(f"initial detector config {init.cfg} differs from the training config {cfg.detector}")
+    model = init if init is not None else WorldDetector(cfg.detector)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(scenes)
     n_fresh = round(cfg.fresh * cfg.batch_size) if stream is not None else 0

@@ -106,11 +106,17 @@ class WorldJudges:
 
 def train_world_judges(world_dir: str | Path, out_dir: str | Path, seed: int = 0, steps: int | None = None,
                        cfg: DetectorTrainConfig | None = None,
-                       progress: Callable[[int, int, float], None] | None = None, vq=None) -> dict:
+                       progress: Callable[[int, int, float], None] | None = None, vq=None,
+                       init: str | Path | None = None) -> dict:
     """Train the world detector on a built world and save the judges to `out_dir`; returns the summary.
     `vq` (a loaded VQ model or a checkpoint directory): also train on VQ reconstructions, so the judges read
-    images decoded from VQ codes (a model's samples) as well as clean renders."""
+    images decoded from VQ codes (a model's samples) as well as clean renders. `init` (a judge directory): start
+    from its weights and detector config (a second cosine cycle, or judges carried over to a changed world)."""
     cfg = replace(cfg or DetectorTrainConfig(), seed=seed, **({"steps": steps} if steps is not None else {}))
+    start = None
+    if init is not None:
+        start = WorldJudges.load(init)
+        cfg = replace(cfg, detector=start.detector.cfg)
     t0 = time.perf_counter()
     if isinstance(vq, str | Path):
         from mars_ref.vq_formats import load_vq
@@ -123,9 +129,12 @@ def train_world_judges(world_dir: str | Path, out_dir: str | Path, seed: int = 0
     val = val_prompts(world_dir)
     stream = SceneStream(cfg.seed, val, weights=dict(cfg.fresh_weights)) if cfg.fresh > 0 else None
     pairs = MinimalPairs(cfg.seed, val) if cfg.order_pairs else None
-    model, summary = train_detector(images[:-n_cal], scenes[:-n_cal], cfg, progress, stream, vq, pairs)
+    model, summary = train_detector(images[:-n_cal], scenes[:-n_cal], cfg, progress, stream, vq, pairs,
+                                    start.detector if start is not None else None)
     platt, held_out = evaluate_detector(model, images[-n_cal:], scenes[-n_cal:])
     meta = {"world": str(Path(world_dir).absolute()), "train": {**cfg.to_dict(), **summary},
+            **({"init": {"from": str(Path(init).absolute()), "world": start.meta.get("world"),
+                         "train": start.meta.get("train"), "init": start.meta.get("init")}} if start else {}),
             "platt": list(platt), "held_out_detector": held_out,
             "seconds": round(time.perf_counter() - t0, 2), "threads": torch.get_num_threads()}
     WorldJudges(model, meta).save(out_dir)
