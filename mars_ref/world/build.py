@@ -35,7 +35,7 @@ from mars_ref.world.sampling import CATEGORIES, sample_scene, sample_spec
 from mars_ref.world.scene import Scene
 from mars_ref.world.sequences import sample_sequence, step_scene, step_text
 
-FORMAT = "mars-world/6"  # bump when a change to the generator changes what a seed builds
+FORMAT = "mars-world/7"  # bump when a change to the generator changes what a seed builds
 MARKER = "world.json"
 BASE_RES = 32
 HIGH_RES = 64
