@@ -128,6 +128,31 @@ def test_corruptions_make_the_prompt_false_and_keep_the_truth_true(category):
         assert not true_for_scene(bad, scene.truth()), (category, scene.truth(), bad.to_dict())
 
 
+def test_complex_corruption_falls_back_when_a_size_swap_cannot_be_laid_out(monkeypatch):
+    """A swapped bigger/smaller relation is re-laid out, which can fail; the complex category then corrupts another
+    stated attribute or relation instead of leaving the prompt without a false image."""
+    import mars_eval.judges.world_corrupt as wc
+    from mars_ref.world.layout import LayoutError
+
+    def no_layout(*args, **kwargs):
+        raise LayoutError("no room")
+
+    monkeypatch.setattr(wc, "realize", no_layout)
+    rng = np.random.default_rng(11)
+    seen = 0
+    while seen < 8:
+        scene = sample_scene("complex", rng)
+        size_rels = [r for r in scene.relations if r.rel in ("bigger_than", "smaller_than")]
+        if not size_rels:
+            continue
+        seen += 1
+        assert wc.corrupt_relation(scene, size_rels[0], rng) is None  # the layout failure this test is about
+        for _ in range(4):  # whichever option the permutation tries first
+            bad = corrupt(scene, "complex", rng)
+            assert bad is not None and true_for_scene(scene, scene.truth())
+            assert not true_for_scene(bad, scene.truth()), (scene.truth(), bad.to_dict())
+
+
 def test_attribute_corruption_is_a_minimal_pair():
     rng = np.random.default_rng(1)
     scene = sample_scene("color", rng)
