@@ -133,6 +133,7 @@ def test_complex_corruption_falls_back_when_a_size_swap_cannot_be_laid_out(monke
     stated attribute or relation instead of leaving the prompt without a false image."""
     import mars_eval.judges.world_corrupt as wc
     from mars_ref.world.layout import LayoutError
+    from mars_ref.world.sampling import SIZE_RELATIONS
 
     def no_layout(*args, **kwargs):
         raise LayoutError("no room")
@@ -142,14 +143,15 @@ def test_complex_corruption_falls_back_when_a_size_swap_cannot_be_laid_out(monke
     seen = 0
     while seen < 8:
         scene = sample_scene("complex", rng)
-        size_rels = [r for r in scene.relations if r.rel in ("bigger_than", "smaller_than")]
+        size_rels = [r for r in scene.relations if r.rel in SIZE_RELATIONS]
         if not size_rels:
             continue
         seen += 1
         assert wc.corrupt_relation(scene, size_rels[0], rng) is None  # the layout failure this test is about
+        assert true_for_scene(scene, scene.truth())
         for _ in range(4):  # whichever option the permutation tries first
             bad = corrupt(scene, "complex", rng)
-            assert bad is not None and true_for_scene(scene, scene.truth())
+            assert bad is not None
             assert not true_for_scene(bad, scene.truth()), (scene.truth(), bad.to_dict())
 
 
