@@ -16,9 +16,9 @@ def train_judges_cmd(
     world: Annotated[Path, typer.Option(help="A world built by `mars-eval world build` (uses stage1, stage3, "
                                              "prompts).")],
     out: Annotated[Path, typer.Option(help="Output folder: world_detector.safetensors + world_judges.json.")],
-    steps: Annotated[int, typer.Option(help="Optimiser steps (~0.5 s each on 2 CPU cores with --vq; the small "
-                                            "world's judges: 7000, then two --init cycles of 3000 at --lr "
-                                            "1e-3).")] = 1200,
+    steps: Annotated[int, typer.Option(help="Optimiser steps (0.5-1.2 s each on 2 CPU cores with --vq; the "
+                                            "small world's judges: 7000, then three --init cycles of 3000 at "
+                                            "--lr 1e-3, the last with --swapped-pairs).")] = 1200,
     seed: Annotated[int, typer.Option(help="Seed for initial weights, batches, augmentation and calibration.")] = 0,
     calibrate: Annotated[int, typer.Option(help="Held-out val prompts per category for the calibration table "
                                                 "(0 = skip).")] = 100,
@@ -31,6 +31,10 @@ def train_judges_cmd(
     init: Annotated[Path | None, typer.Option(help="A judge directory to start from (its weights and detector "
                                                    "config; --width is then ignored): another cosine cycle "
                                                    "on top of a finished run.")] = None,
+    swapped_pairs: Annotated[bool, typer.Option(
+        help="Also put the second image of each occlusion minimal pair (the pair drawn the other way round) in "
+             "the detector's batch: twice the partly hidden objects for the reader (a larger "
+             "batch, so slower steps).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the world detector behind the judges; print judge accuracy per category against ground truth."""
@@ -51,7 +55,7 @@ def train_judges_cmd(
             if step % 10 == 0 or step == total:
                 bar.update(task, completed=step, rate=f"loss {loss:.3f}")
 
-        cfg = DetectorTrainConfig(lr=lr, detector=DetectorConfig(width=width))
+        cfg = DetectorTrainConfig(lr=lr, detector=DetectorConfig(width=width), swapped_in_batch=swapped_pairs)
         summary = train_world_judges(world, out, seed=seed, steps=steps, cfg=cfg, progress=on_step, vq=vq, init=init)
     results = {"out": summary["out"], "n_images": summary["train"]["n_images"],
                "train_seconds": summary["train"]["train_seconds"], "seconds": summary["seconds"]}

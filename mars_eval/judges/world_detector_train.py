@@ -8,7 +8,8 @@ boxes, jittered in position and scale, and at the boxes the finder predicts (the
 boxes were mostly the finder's box sizes, a pixel off on a 10 px object); binary cross-entropy
 for which of two overlapping objects is on top, on minimal pairs of fresh scenes (the order reader,
 world_order.py). The first image of each minimal pair also joins the detector's batch, in place of a fresh
-scene, so that the finder and the reader see many overlapping objects (the world's priors make them rare).
+scene, so that the finder and the reader see many overlapping objects (the world's priors make them rare); with
+`swapped_in_batch`, the second does too.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ class DetectorTrainConfig:
     fresh_weights: tuple[tuple[str, float], ...] = (("texture", 3.0), ("complex", 2.0), ("non_spatial", 4.0),
                                                     ("numeracy", 2.0))
     order_pairs: int = 16  # minimal pairs per step for the order reader (2 images each); 0: no order reader
+    # the second image of each minimal pair (the pair drawn the other way round) joins the detector batch too, on
+    # top of batch_size: twice the partly hidden objects for the reader, whose kind misreads of them are most of
+    # the 3D-spatial errors
+    swapped_in_batch: bool = False
     vq_fraction: float = 0.5  # share of each batch shown as VQ reconstructions, when a VQ is given
     max_images: int | None = None  # use at most this many training images (tests)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -246,7 +251,7 @@ def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrain
     """Train from scratch (or from `init`'s weights, trained in place; its config must be `cfg.detector`) on the
     corpora (`images`, `scenes`) plus `cfg.fresh` of each batch from `stream`, and
     the order reader on `cfg.order_pairs` minimal pairs per step from `pairs` (the first image of each takes the
-    place of a fresh scene in the detector's batch); with a VQ tokenizer, `cfg.vq_fraction` of the images are
+    place of a fresh scene in the detector's batch, the second joins it with `cfg.swapped_in_batch`); with a VQ tokenizer, `cfg.vq_fraction` of the images are
     shown as their VQ reconstruction (what a model's samples look like; the scene, hence the target, is
     unchanged). Returns the model (eval mode) and a summary."""
     torch.manual_seed(cfg.seed)
@@ -284,6 +289,8 @@ def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrain
             pick = pick + (pick >= batch).long() * n_shared  # the minimal pairs had their turn
             imgs = imgs.clone()
             imgs[pick] = vq_roundtrip(vq, imgs[pick])
+        if n_pairs and cfg.swapped_in_batch:
+            imgs, scs = torch.cat([imgs, p_imgs[1::2]]), scs + p_scenes[1::2]
         x, heat, objs = make_batch(imgs, scs, cfg, gen)
         loss, parts = detector_loss(model, x, heat, objs, gen, cfg.box_jitter, cfg.finder_boxes)
         if n_pairs:
