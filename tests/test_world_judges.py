@@ -39,7 +39,7 @@ from mars_ref.world import lexicon as L
 from mars_ref.world import parse_caption, sample_scene
 from mars_ref.world.build import build_world
 from mars_ref.world.render import render
-from mars_ref.world.scene import Scene, box_overlap, relation_holds
+from mars_ref.world.scene import Scene, box_overlap, relation_holds, scene_relations_hold
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +174,29 @@ def test_oracle_judges_are_right_on_every_calibration_pair(world):
         assert r["accuracy_vq"] is None and r["accuracy_clean"] == 1.0, r
     rels = [{r.rel for r in t.relations} for _, _, t, _ in items["3d_spatial"]]
     assert all(r & {"in_front_of", "behind"} for r in rels)  # the non_spatial val prompts that state one
+
+
+def test_fresh_calibration_items_are_new_scenes_never_val_prompts(world):
+    """source="fresh" (a dev set): exactly n pairs per category, no val prompt among them, the true scene true and
+    the corrupted one false for a perfect judge, 3D-spatial scenes all stating an occlusion, reproducible by seed."""
+    from mars_eval.judges.world_calibration import fresh_items
+    from mars_eval.world_clip.scenes import val_prompts
+    from mars_ref.world.captions import caption
+
+    val = val_prompts(world)
+    items = {c: fresh_items(world, c, 6, 0) for c in CATEGORIES}
+    for cat, its in items.items():
+        assert len(its) == 6, cat
+        for en, zh, true, bad in its:
+            assert en not in val and en == caption(true, "en") and zh == caption(true, "zh")
+            assert scene_relations_hold(true) and bad != true
+    assert all({r.rel for r in t.relations} & {"in_front_of", "behind"} for _, _, t, _ in items["3d_spatial"])
+    assert fresh_items(world, "color", 6, 0) == items["color"] != fresh_items(world, "color", 6, 1)
+    judges = OracleJudges([s for its in items.values() for _, _, t, b in its for s in (t, b)])
+    rows = judge_calibration(world, 6, 0, judges=judges, source="fresh")
+    assert all(r["accuracy_clean"] == 1.0 and r["n"] == 6 and r["source"] == "fresh" for r in rows), rows
+    with pytest.raises(MarsEvalError, match="source must be one of val, fresh"):
+        judge_calibration(world, 6, 0, judges=judges, source="test")
 
 
 def test_english_and_chinese_prompts_get_the_same_scores(world):
@@ -450,6 +473,30 @@ def test_cli_trains_and_prints_calibration(world, tmp_path, capsys):
     meta = json.loads((out / "world_judges.json").read_text())
     assert meta["train"]["swapped_in_batch"] is True
     assert [r["category"] for r in meta["calibration"]] == list(CATEGORIES)
+
+
+def test_cli_calibrates_a_judge_directory(world, tmp_path, capsys):
+    """`world calibrate`: the calibration table of saved judges on val prompts or fresh scenes; a bad source or
+    a directory that is not a judge directory is a one-line error with exit code 1."""
+    from mars_eval.cli.main import main
+
+    cfg = DetectorTrainConfig(steps=1, batch_size=8, detector=DetectorConfig(width=8))
+    train_world_judges(world, tmp_path / "judges", cfg=cfg)
+    expected = {c: len(calibration_items(world, c, 3, 0)) for c in CATEGORIES}
+    for source in ("val", "fresh"):
+        rc = main(["world", "calibrate", "--world", str(world), "--judges", str(tmp_path / "judges"), "--n", "3",
+                   "--source", source, "--json"])
+        res = json.loads(capsys.readouterr().out)
+        assert rc == 0 and res["source"] == source
+        assert {c: res[f"n/{c}"] for c in CATEGORIES} == (expected if source == "val" else dict.fromkeys(CATEGORIES, 3))
+        assert all(0 <= res[f"accuracy_clean/{c}"] <= 1 for c in CATEGORIES)
+    for args, message in ((["--judges", str(tmp_path / "judges"), "--source", "test"], "source must be one of"),
+                          (["--judges", str(tmp_path)], "not a world judge directory")):
+        with pytest.raises(SystemExit) as e:
+            main(["world", "calibrate", "--world", str(world), *args])
+        assert e.value.code == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
 
 
 def test_init_continues_from_a_judge_directory(world, tmp_path):

@@ -8,6 +8,9 @@ prompt is false). A judge is right when it scores the true image above 0.5 and t
 decisions / all decisions. The same pairs go through a VQ tokenizer round trip when a
 VQ checkpoint is given (`mars_ref.vq_formats.load_vq`), which is what the judges see when scoring a model's
 samples. Also reported: the pair accuracy (true scored above corrupted) and the mean scores.
+
+With source "fresh", the pairs come from newly sampled scenes that are not val prompts instead: a dev set of any
+size, for choosing between judge runs before the val calibration is looked at.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from mars_ref.world.sampling import OCCLUSION_RELATIONS
 from mars_ref.world.scene import Scene
 
 SIZE = 32
+SOURCES = ("val", "fresh")  # held-out val prompts (the reported calibration), or fresh scenes (a dev set)
+FRESH_TRIES = 50  # sampled scenes per fresh item at most (3d_spatial keeps about two non-spatial scenes in five)
 
 
 # categories whose val prompts are a subset of another category's: 3d_spatial = non_spatial prompts stating an
@@ -62,6 +67,31 @@ def calibration_items(world_dir: str | Path, category: str, n: int, seed: int) -
     return items
 
 
+def fresh_items(world_dir: str | Path, category: str, n: int, seed: int) -> list[tuple[str, str, Scene, Scene]]:
+    """(prompt_en, prompt_zh, true scene, corrupted scene) for `n` fresh scenes of `category` that are not val
+    prompts of the world: a dev set of any size for choosing between judges without spending the val prompts
+    (a fresh prompt may have been trained on with another layout; a val prompt never was)."""
+    from mars_eval.world_clip.scenes import val_prompts
+    from mars_ref.world.captions import caption
+    from mars_ref.world.sampling import sample_scene
+
+    val = val_prompts(world_dir)
+    source, rels = SUBSETS.get(category, (category, None))
+    rng = np.random.default_rng([seed, 103, CATEGORIES.index(category)])
+    items = []
+    for _ in range(FRESH_TRIES * n):
+        if len(items) == n:
+            break
+        scene = sample_scene(source, rng)
+        if rels is not None and not any(r.rel in rels for r in scene.relations):
+            continue
+        en = caption(scene, "en")
+        bad = corrupt(scene, category, rng) if en not in val else None
+        if bad is not None:
+            items.append((en, caption(scene, "zh"), scene, bad))
+    return items
+
+
 def _vq_roundtrip(vq, images: list[Image.Image]) -> list[Image.Image]:
     """PIL images through a VQ tokenizer's encode + decode."""
     import torch
@@ -87,11 +117,15 @@ def _accuracy(judges: WorldJudges, category: str, images_true, images_bad, promp
 
 
 def judge_calibration(world_dir: str | Path, n: int = 100, seed: int = 0, judges: WorldJudges | str | Path | None = None,
-                      vq=None, categories=CATEGORIES, lang: str = "en") -> list[dict]:
+                      vq=None, categories=CATEGORIES, lang: str = "en", source: str = "val") -> list[dict]:
     """Rows {category, n, accuracy_clean, accuracy_vq, ...} for a judge directory (default WORLD/judges) or
-    object; `vq` is a loaded VQ model or a checkpoint path (None: no VQ column)."""
+    object; `vq` is a loaded VQ model or a checkpoint path (None: no VQ column); `source` "val" (up to n
+    held-out val prompts per category) or "fresh" (n fresh scenes, `fresh_items`)."""
     if n < 1:
         raise MarsEvalError(f"calibration needs n >= 1 prompts per category, got {n}")
+    if source not in SOURCES:
+        raise MarsEvalError(f"calibration source must be one of {', '.join(SOURCES)}, got {source!r}")
+    make_items = calibration_items if source == "val" else fresh_items
     if judges is None:
         judges = Path(world_dir) / "judges"
     if not isinstance(judges, WorldJudges):
@@ -102,15 +136,15 @@ def judge_calibration(world_dir: str | Path, n: int = 100, seed: int = 0, judges
         vq = load_vq(vq)
     rows = []
     for cat in categories:
-        items = calibration_items(world_dir, cat, n, seed)
+        items = make_items(world_dir, cat, n, seed)
         if not items:
             raise MarsEvalError(f"no calibration pairs for category {cat!r}")
         prompts = [en if lang == "en" else zh for en, zh, _, _ in items]
         good = [render(t, SIZE, SIZE) for _, _, t, _ in items]
         bad = [render(b, SIZE, SIZE) for _, _, _, b in items]
         clean = _accuracy(judges, cat, good, bad, prompts, lang)
-        row = {"category": cat, "n": len(items), "accuracy_clean": clean["accuracy"], "accuracy_vq": None,
-               "clean": clean}
+        row = {"category": cat, "n": len(items), "source": source, "accuracy_clean": clean["accuracy"],
+               "accuracy_vq": None, "clean": clean}
         if vq is not None:
             vq_res = _accuracy(judges, cat, _vq_roundtrip(vq, good), _vq_roundtrip(vq, bad), prompts, lang)
             row["accuracy_vq"] = vq_res["accuracy"]
