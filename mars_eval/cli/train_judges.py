@@ -16,7 +16,7 @@ def train_judges_cmd(
     world: Annotated[Path, typer.Option(help="A world built by `mars-eval world build` (uses stage1, stage3, "
                                              "prompts).")],
     out: Annotated[Path, typer.Option(help="Output folder: world_detector.safetensors + world_judges.json.")],
-    steps: Annotated[int, typer.Option(help="Optimiser steps (0.5-1.2 s each on 2 CPU cores with --vq; the "
+    steps: Annotated[int, typer.Option(help="Optimiser steps (0.5-1.3 s each on 2 CPU cores with --vq; the "
                                             "small world's judges: 7000, then three --init cycles of 3000 at "
                                             "--lr 1e-3, the last with --swapped-pairs).")] = 1200,
     seed: Annotated[int, typer.Option(help="Seed for initial weights, batches, augmentation and calibration.")] = 0,
@@ -38,7 +38,7 @@ def train_judges_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Train the world detector behind the judges; print judge accuracy per category against ground truth."""
-    from mars_eval.judges.world_calibration import judge_calibration
+    from mars_eval.judges.world_calibration import calibration_metrics, judge_calibration
     from mars_eval.judges.world_detector import DetectorConfig
     from mars_eval.judges.world_detector_train import DetectorTrainConfig
     from mars_eval.judges.world_judges import WorldJudges, train_world_judges
@@ -63,10 +63,7 @@ def train_judges_cmd(
         judges = WorldJudges.load(out)
         rows = judge_calibration(world, calibrate, seed, judges=judges, vq=vq)  # vq: a path, loaded again
         judges.save(out, {"calibration": rows})
-        for r in rows:
-            results[f"accuracy_clean/{r['category']}"] = r["accuracy_clean"]
-            if r["accuracy_vq"] is not None:
-                results[f"accuracy_vq/{r['category']}"] = r["accuracy_vq"]
+        results.update(calibration_metrics(rows))
         if not as_json:
             console.print(f"calibration: {calibrate} held-out val prompts per category, true vs corrupted renders")
     emit(results, as_json, "world judges")

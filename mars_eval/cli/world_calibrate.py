@@ -26,7 +26,7 @@ def calibrate_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Judge accuracy per category against the world's ground truth, true vs corrupted renders."""
-    from mars_eval.judges.world_calibration import judge_calibration
+    from mars_eval.judges.world_calibration import calibration_metrics, judge_calibration
     from mars_eval.judges.world_judges import WorldJudges
 
     require_dir(world, "world directory")
@@ -35,10 +35,6 @@ def calibrate_cmd(
         require_dir(vq, "VQ checkpoint directory")
     with console.status(f"calibrating on {source} scenes"):
         rows = judge_calibration(world, n, seed, judges=loaded, vq=vq, source=source)
-    results = {"judges": str(judges), "source": source, "seed": seed}
-    for r in rows:
-        results[f"n/{r['category']}"] = r["n"]
-        results[f"accuracy_clean/{r['category']}"] = r["accuracy_clean"]
-        if r["accuracy_vq"] is not None:
-            results[f"accuracy_vq/{r['category']}"] = r["accuracy_vq"]
+    results = {"judges": str(judges), "source": source, "seed": seed,
+               **{f"n/{r['category']}": r["n"] for r in rows}, **calibration_metrics(rows)}
     emit(results, as_json, "world judge calibration")

@@ -86,7 +86,9 @@ def fresh_items(world_dir: str | Path, category: str, n: int, seed: int) -> list
         if rels is not None and not any(r.rel in rels for r in scene.relations):
             continue
         en = caption(scene, "en")
-        bad = corrupt(scene, category, rng) if en not in val else None
+        if en in val:
+            continue
+        bad = corrupt(scene, category, rng)
         if bad is not None:
             items.append((en, caption(scene, "zh"), scene, bad))
     return items
@@ -151,3 +153,13 @@ def judge_calibration(world_dir: str | Path, n: int = 100, seed: int = 0, judges
             row["vq"] = vq_res
         rows.append(row)
     return rows
+
+
+def calibration_metrics(rows: list[dict]) -> dict[str, float]:
+    """`judge_calibration` rows as flat result keys: accuracy_clean/CATEGORY (and accuracy_vq/CATEGORY)."""
+    out = {}
+    for r in rows:
+        out[f"accuracy_clean/{r['category']}"] = r["accuracy_clean"]
+        if r["accuracy_vq"] is not None:
+            out[f"accuracy_vq/{r['category']}"] = r["accuracy_vq"]
+    return out

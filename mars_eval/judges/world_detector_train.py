@@ -251,9 +251,9 @@ def train_detector(images: torch.Tensor, scenes: list[Scene], cfg: DetectorTrain
     """Train from scratch (or from `init`'s weights, trained in place; its config must be `cfg.detector`) on the
     corpora (`images`, `scenes`) plus `cfg.fresh` of each batch from `stream`, and
     the order reader on `cfg.order_pairs` minimal pairs per step from `pairs` (the first image of each takes the
-    place of a fresh scene in the detector's batch, the second joins it with `cfg.swapped_in_batch`); with a VQ tokenizer, `cfg.vq_fraction` of the images are
-    shown as their VQ reconstruction (what a model's samples look like; the scene, hence the target, is
-    unchanged). Returns the model (eval mode) and a summary."""
+    place of a fresh scene in the detector's batch, the second joins it with `cfg.swapped_in_batch`); with a VQ
+    tokenizer, `cfg.vq_fraction` of the images are shown as their VQ reconstruction (what a model's samples look
+    like; the scene, hence the target, is unchanged). Returns the model (eval mode) and a summary."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if init is not None and init.cfg != cfg.detector:
