@@ -37,6 +37,11 @@ class VQConfig:
     norm_groups: int = 32  # GroupNorm groups (32 in every public VQGAN)
     attn: bool = True  # self-attention in the lowest-resolution level and the middle (the public layout)
     dropout: float = 0.0
+    # "conv": the public VQGAN encoder; "patch": each code is computed from its own f x f patch only (a stride-f
+    # patch embedding and per-position MLPs), so codes are local by construction: a constant image is one code,
+    # and recolouring an object cannot change the code of a patch it does not touch
+    encoder: str = "conv"
+    norm: str = "group"  # "group": GroupNorm (public); "channel": per-position LayerNorm over channels (local)
 
     def __post_init__(self):
         object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
@@ -56,6 +61,10 @@ class VQConfig:
             raise MarsRefError(f"VQConfig.dropout must be in [0, 1), got {self.dropout}")
         if not self.beta >= 0.0:
             raise MarsRefError(f"VQConfig.beta must be >= 0, got {self.beta}")
+        if self.encoder not in ("conv", "patch"):
+            raise MarsRefError(f"VQConfig.encoder must be 'conv' or 'patch', got {self.encoder!r}")
+        if self.norm not in ("group", "channel"):
+            raise MarsRefError(f"VQConfig.norm must be 'group' or 'channel', got {self.norm!r}")
 
     @property
     def num_downsamples(self) -> int:
@@ -96,6 +105,9 @@ VQ_PRESETS: dict[str, VQConfig] = {
                          z_channels=64, norm_groups=8),
     "world-f4-1024": VQConfig(codebook_size=1024, embed_dim=8, ch=64, ch_mult=(1, 2, 2), num_res_blocks=1,
                               z_channels=64, norm_groups=16),
+    # local, low-entropy codes for a small generator: patch encoder, no attention, no cross-position norm
+    "world-f4-local": VQConfig(codebook_size=512, embed_dim=8, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                               z_channels=64, attn=False, encoder="patch", norm="channel"),
     "tiny": VQConfig(codebook_size=64, embed_dim=4, ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=8,
                      norm_groups=4),
     "llamagen-vq16": VQConfig(),
@@ -114,7 +126,20 @@ def vq_preset(name: str) -> VQConfig:
 # building blocks (names and shapes as in the public VQGAN code)
 
 
-def _norm(cfg: VQConfig, channels: int) -> nn.GroupNorm:
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of each position of a (B, C, H, W) map: no statistics cross positions."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight, self.bias, self.eps = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels)), eps
+
+    def forward(self, x):  # (B, C, H, W)
+        return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps).permute(0, 3, 1, 2)
+
+
+def _norm(cfg: VQConfig, channels: int) -> nn.Module:
+    if cfg.norm == "channel":
+        return ChannelNorm(channels)
     return nn.GroupNorm(num_groups=cfg.norm_groups, num_channels=channels, eps=1e-6, affine=True)
 
 
@@ -217,6 +242,26 @@ class Encoder(nn.Module):
                 h = block.downsample(h)
         for m in self.mid:
             h = m(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class PatchEncoder(nn.Module):
+    """A stride-f patch embedding, then residual per-position MLPs (1x1 convs): code (i, j) sees patch (i, j) only."""
+
+    def __init__(self, cfg: VQConfig):
+        super().__init__()
+        f, width = cfg.downsample_factor, cfg.ch * cfg.ch_mult[-1]
+        self.conv_in = nn.Conv2d(cfg.in_channels, width, f, stride=f)
+        self.mlp = nn.ModuleList(nn.Sequential(_norm(cfg, width), nn.Conv2d(width, 2 * width, 1), nn.SiLU(),
+                                               nn.Conv2d(2 * width, width, 1))
+                                 for _ in range(2 * cfg.num_res_blocks))
+        self.norm_out = _norm(cfg, width)
+        self.conv_out = nn.Conv2d(width, cfg.z_channels, 1)
+
+    def forward(self, x):  # (B, 3, H, W) -> (B, z_channels, H/f, W/f)
+        h = self.conv_in(x)
+        for block in self.mlp:
+            h = h + block(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -354,7 +399,7 @@ class VQModel(nn.Module):
     def __init__(self, cfg: VQConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
+        self.encoder = PatchEncoder(cfg) if cfg.encoder == "patch" else Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.quantize = VectorQuantizer(cfg)
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)

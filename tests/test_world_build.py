@@ -99,9 +99,11 @@ def test_build_writes_every_corpus(tmp_path):
                 parse_step(step["text_en"], "en")["step"] == k
                 and (out / "interleaved" / step["image"]).is_file()
             )
-    # LLM text: 5 lines per scene, both directions of translation pairs, held-out sets beside
+    # LLM text: 5 lines per text item (+ 3 dense-caption lines for some), both directions of translation pairs,
+    # held-out sets beside
     lines = (out / "text" / "train.txt").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 5 * 6
+    dense = [line for line in lines if line.endswith(" background") or line.endswith("背景")]
+    assert len(lines) == 5 * 6 + len(dense) and len(dense) % 3 == 0
     for line in lines:
         if line.startswith("EN: ") and " ZH: " in line:
             en, zh = line[4:].split(" ZH: ")
@@ -109,7 +111,10 @@ def test_build_writes_every_corpus(tmp_path):
             zh, en = line[4:].split(" EN: ")
         else:
             continue
-        assert parse_caption(en, "en") == parse_caption(zh, "zh")
+        if en.endswith(" background"):  # a dense-caption pair: the same objects in both languages
+            assert zh.endswith("背景") and en.count(", ") == zh.count("，")
+        else:
+            assert parse_caption(en, "en") == parse_caption(zh, "zh")
     val_en = {json.loads(x)["en"] for x in (out / "text" / "translation_val.jsonl").read_text().splitlines()}
     assert len(val_en) == 300 and not val_en & set(lines)
     assert not list(tmp_path.glob(".*partial*"))

@@ -1,4 +1,6 @@
-"""`mars-eval train vq`: train the VQ image tokenizer on a built world and report held-out PSNR and codebook usage."""
+"""`mars-eval train vq`: train the VQ image tokenizer on a built world; report held-out PSNR, codebook usage and the
+tokenizer properties a small generator needs (`mars_ref.vq_probes`: constant-image codes, flip rates, locality,
+object colour fidelity)."""
 
 from __future__ import annotations
 
@@ -41,11 +43,12 @@ def train_vq_cmd(
     log_every: Annotated[int, typer.Option(help="Log (and update the progress bar) every N steps.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train the VQ tokenizer on world images; print held-out PSNR, codebook usage and perplexity."""
+    """Train the VQ tokenizer on world images; print held-out PSNR, codebook usage, perplexity and probes."""
     import dataclasses
 
     from mars_eval.io import atomic_write_json
     from mars_ref.vq import vq_preset
+    from mars_ref.vq_probes import tokenizer_properties
     from mars_ref.vq_train import VQTrainConfig, evaluate_vq, train_vq, write_reconstructions
 
     require_dir(world, "world directory")
@@ -70,6 +73,8 @@ def train_vq_cmd(
     results = {"preset": preset, "codebook_size": cfg.codebook_size, "downsample_factor": cfg.downsample_factor,
                "image_size": f"{train.shape[3]}x{train.shape[2]}", "steps": steps, "n_train": int(train.shape[0]),
                "skipped_other_size": skipped, **evaluate_vq(model, held), "out": str(out)}
+    if train.shape[2:] == (32, 32):  # the probes render fresh world scenes at the Stage I resolution
+        results.update(tokenizer_properties(model))
     if recon_dir is not None:
         writable_dir(recon_dir)
         write_reconstructions(model, held, recon_dir / "recon", names=_png_names(held_names))

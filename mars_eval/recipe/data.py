@@ -20,8 +20,11 @@ from mars_eval.errors import MarsEvalError
 from mars_eval.io import atomic_write, read_jsonl
 from mars_eval.metrics.images import load_rgb
 from mars_ref.vq_train import to_model_range
+from mars_ref.world import Scene
+from mars_ref.world.dense import dense_caption
 
 HELD_OUT_SPLITS = ("val", "test")
+DENSE_FORMAT = "dense/1"  # part of the corpus cache key: a change in the dense captions re-tokenises
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Corpus:
     grids: list[tuple[int, int]]  # per example (h, w)
     captions: dict[str, list[list[int]]]  # lang -> per example caption token ids
     high: list[torch.Tensor] | None = None  # Stage III: (H*W,) high-res codes
+    dense: dict[str, list[list[int]]] | None = None  # lang -> per example dense caption (mars_ref.world.dense)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -66,7 +70,7 @@ def load_corpus(world: Path, corpus: str, vq, vq_dir: Path, tokenizer, tokenizer
     manifest = root / "manifest.jsonl"
     if not manifest.is_file():
         raise MarsEvalError(f"no {corpus} corpus in {world} (missing {manifest}); build it with `mars-eval world build`")
-    key = hashlib.sha256("|".join([corpus, str(limit), _file_digest(manifest),
+    key = hashlib.sha256("|".join([corpus, str(limit), DENSE_FORMAT, _file_digest(manifest),
                                    _file_digest(vq_dir / "model.safetensors"),
                                    _file_digest(tokenizer_dir / "tokenizer.json")]).encode()).hexdigest()[:16]
     cache = cache_dir / f"corpus-{corpus}-{key}.safetensors"
@@ -83,7 +87,12 @@ def load_corpus(world: Path, corpus: str, vq, vq_dir: Path, tokenizer, tokenizer
         grids = [(r["height"] // f, r["width"] // f) for r in rows]
     caps = {lang: [tokenizer(r[f"caption_{lang}"], add_special_tokens=False)["input_ids"] for r in rows]
             for lang in ("en", "zh")}
-    c = Corpus(codes, grids, caps, high)
+    dense = None
+    if corpus == "stage1":
+        scenes = [Scene.from_dict(r["scene"]) for r in rows]
+        dense = {lang: tokenizer([dense_caption(s, lang) for s in scenes], add_special_tokens=False)["input_ids"]
+                 for lang in ("en", "zh")}
+    c = Corpus(codes, grids, caps, high, dense)
     _to_cache(c, cache)
     return c
 
@@ -93,7 +102,7 @@ def _to_cache(c: Corpus, path: Path) -> None:
     if c.high is not None:
         tensors["high"] = torch.cat(c.high)
         tensors["high_len"] = torch.tensor([len(x) for x in c.high])
-    meta = {"grids": json.dumps(c.grids), "captions": json.dumps(c.captions)}
+    meta = {"grids": json.dumps(c.grids), "captions": json.dumps(c.captions), "dense": json.dumps(c.dense)}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
@@ -105,7 +114,8 @@ def _from_cache(path: Path) -> Corpus:
         meta = f.metadata()
     codes = list(torch.split(t["codes"], t["code_len"].tolist()))
     high = list(torch.split(t["high"], t["high_len"].tolist())) if "high" in t else None
-    return Corpus(codes, [tuple(g) for g in json.loads(meta["grids"])], json.loads(meta["captions"]), high)
+    return Corpus(codes, [tuple(g) for g in json.loads(meta["grids"])], json.loads(meta["captions"]), high,
+                  json.loads(meta.get("dense", "null")))
 
 
 def load_world_images(world: Path, held_out: int, max_images: int | None = None):

@@ -87,9 +87,9 @@ def _fresh_renders(vq, n: int, rng: np.random.Generator) -> tuple[list, torch.Te
 
 
 @torch.inference_mode()
-def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int = 32) -> dict:
-    """Teacher-forced NLL of the image tokens of n fresh 32 px renders (nats per token) given their own English
-    caption, another scene's caption (a derangement of the same captions) and the empty caption.
+def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int = 32, lang: str = "en") -> dict:
+    """Teacher-forced NLL of the image tokens of n fresh 32 px renders (nats per token) given their own short
+    caption in `lang`, another scene's caption (a derangement of the same captions) and the empty caption.
 
     `prompt_gain` = NLL(other caption) - NLL(own caption), summed over an image's tokens: the information the
     model takes from the prompt, in nats per image (an estimate of the pointwise mutual information of image and
@@ -101,24 +101,27 @@ def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int
     cfg = model.config
     rng = np.random.default_rng(seed)
     scenes, codes = _fresh_renders(vq, n, rng)
-    own = [tokenizer(caption(s, "en"), add_special_tokens=False)["input_ids"] for s in scenes]
+    own = [tokenizer(caption(s, lang), add_special_tokens=False)["input_ids"] for s in scenes]
     shift = int(rng.integers(1, n)) if n > 1 else 0
     other = own[shift:] + own[:shift]  # every image gets another scene's caption
-    out = {}
+    per_image = {}  # name -> (n,) summed NLL of each image's tokens (+ <eoi>)
     for name, caps in (("own", own), ("other", other), ("empty", [[]] * n)):
-        total, tokens = 0.0, 0
+        sums = []
         for i in range(0, n, batch):
             ids, target = pad_right([t2i(cfg, c, k.tolist()) for c, k in zip(caps[i:i + batch], codes[i:i + batch],
                                                                              strict=True)], cfg.pad_id)
             tgt, mask = ntp_targets(ids, cfg.pad_id, target)  # (B, T)
             logits = model(ids).logits.float()  # (B, T, V)
             ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none")
-            total += float((ce.view_as(tgt) * mask).sum())
-            tokens += int(mask.sum())
-        out[name] = total / tokens
-    per_image = tokens / n  # image tokens (+ <eoi>) per image
-    return {"t2i_nll": out["own"], "t2i_nll_other_caption": out["other"], "t2i_nll_empty_caption": out["empty"],
-            "prompt_gain": (out["other"] - out["own"]) * per_image, "n": n}
+            sums.append((ce.view_as(tgt) * mask).sum(1))
+        per_image[name] = torch.cat(sums).double()
+    tokens = codes.shape[1] + 1  # image tokens + <eoi> per image
+    gain = per_image["other"] - per_image["own"]  # (n,)
+    return {"t2i_nll": float(per_image["own"].mean()) / tokens,
+            "t2i_nll_other_caption": float(per_image["other"].mean()) / tokens,
+            "t2i_nll_empty_caption": float(per_image["empty"].mean()) / tokens,
+            "prompt_gain": float(gain.mean()), "prompt_gain_se": float(gain.std() / n**0.5) if n > 1 else 0.0,
+            "n": n, "lang": lang}
 
 
 def _parse_any(text: str) -> dict | None:

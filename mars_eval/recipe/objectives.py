@@ -75,6 +75,7 @@ class ImageTextData:
     eos_id: int
     p_caption: float = 0.5  # fraction of captioning (image-to-text) examples; the rest are text-to-image
     p_uncond: float = 0.1  # caption dropout for classifier-free guidance
+    p_dense: float = 0.0  # share of text-to-image examples conditioned on the dense caption instead of the short one
 
     def __len__(self) -> int:
         return len(self.corpus)
@@ -83,12 +84,15 @@ class ImageTextData:
         rows, tasks = [], []
         for i, s in zip(indices, seeds, strict=True):
             rng = _rng(s)
-            cap = self.corpus.captions[LANGS[int(rng.integers(2))]][i]
+            lang = LANGS[int(rng.integers(2))]
+            cap = self.corpus.captions[lang][i]
             codes = self.corpus.codes[i].tolist()
             if rng.random() < self.p_caption:
                 rows.append(sequences.captioning(self.cfg, codes, cap, self.eos_id))
                 tasks.append(1)
             else:
+                if self.p_dense > 0 and rng.random() < self.p_dense:  # drawn only when on: short-only runs unchanged
+                    cap = self.corpus.dense[lang][i]
                 drop = rng.random() < self.p_uncond
                 rows.append(sequences.t2i(self.cfg, [] if drop else cap, codes))
                 tasks.append(0)

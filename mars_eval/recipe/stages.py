@@ -99,8 +99,10 @@ def text_lines(world: Path, tokenizer, max_len: int = 96) -> list[list[int]]:
 
 
 def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokenizer_dir: Path, vq, vq_dir: Path,
-              cache_dir: Path, init_dir: Path | None, visual_expert: bool = True, p_caption: float = 0.5):
-    """(build_model, loss_fn, data) for a stage."""
+              cache_dir: Path, init_dir: Path | None, visual_expert: bool = True, p_caption: float = 0.5,
+              p_dense: float = 0.0):
+    """(build_model, loss_fn, data) for a stage; Stage I conditions a share `p_dense` of its text-to-image examples
+    on dense captions."""
     if stage == "0":
         data = objectives.TextData(text_lines(world, tokenizer), tokenizer.pad_token_id)
         return TextLLM(model_cfg.to_dict()), objectives.TextLMLoss(), data
@@ -115,7 +117,9 @@ def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokeniz
     if stage == "III":
         return build, objectives.NKTPLoss(cfg), objectives.SuperResData(corpus, cfg)
     pc = p_caption if stage == "I" else 0.0
-    return build, objectives.NTPLoss(cfg), objectives.ImageTextData(corpus, cfg, tokenizer.eos_token_id, p_caption=pc)
+    data = objectives.ImageTextData(corpus, cfg, tokenizer.eos_token_id, p_caption=pc,
+                                    p_dense=p_dense if stage == "I" else 0.0)
+    return build, objectives.NTPLoss(cfg), data
 
 
 def run_stage(stage: str, train_cfg: TrainConfig, out_dir: Path, *, nproc: int = 1, resume: bool = False,

@@ -28,15 +28,18 @@ import numpy as np
 
 from mars_ref.errors import MarsRefError
 from mars_ref.world.captions import caption, caption_parts
+from mars_ref.world.dense import dense_caption
+from mars_ref.world.layout import LayoutError
 from mars_ref.world.prompts import TRAIN_SIZE, VAL_SIZE, held_out_prompts, prompt_sets, write_prompt_sets
 from mars_ref.world.qa import qa_lines, questions
 from mars_ref.world.render import render
-from mars_ref.world.sampling import CATEGORIES, sample_scene, sample_spec
+from mars_ref.world.sampling import CATEGORIES, realize, sample_scene, sample_spec
 from mars_ref.world.scene import Scene
 from mars_ref.world.sequences import sample_sequence, step_scene, step_text
 
-FORMAT = "mars-world/7"  # bump when a change to the generator changes what a seed builds
+FORMAT = "mars-world/8"  # bump when a change to the generator changes what a seed builds
 MARKER = "world.json"
+DENSE_TEXT_SHARE = 0.5  # share of text items that also give the dense captions of a realised scene
 BASE_RES = 32
 HIGH_RES = 64
 STAGE2_SIZES: tuple[tuple[int, int], ...] = (
@@ -212,13 +215,14 @@ def _text(root: Path, n: int, seed: int, held_out: set[str], progress) -> dict:
             rels,
             caption_parts(groups, rels, "en", numeral_one=one),
             caption_parts(groups, rels, "zh"),
+            cat,
         )
 
     val_pairs, val_qa, seen = [], [], set(held_out)
     for i in range(TEXT_VAL_SIZE):
         rng = _rng(seed, "text_val", i)
         while True:
-            groups, rels, en, zh = spec_captions(rng)
+            groups, rels, en, zh, _ = spec_captions(rng)
             if en not in seen:
                 break
         seen.add(en)
@@ -242,16 +246,29 @@ def _text(root: Path, n: int, seed: int, held_out: set[str], progress) -> dict:
     for i in range(n):
         rng = _rng(seed, "text", i)
         while True:
-            groups, rels, en, zh = spec_captions(rng)
+            groups, rels, en, zh, cat = spec_captions(rng)
             if en not in excluded:
                 break
         lines += [en, zh, f"EN: {en} ZH: {zh}" if rng.random() < 0.5 else f"ZH: {zh} EN: {en}"]
         lines += qa_lines(en, zh, groups, rels, rng)
+        if rng.random() < DENSE_TEXT_SHARE:
+            lines += _dense_lines(cat, groups, rels, rng)
         _tick(progress, "text", i + 1, n)
     (root / "train.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8", newline="\n")
     _write_jsonl(root / "translation_val.jsonl", val_pairs)
     _write_jsonl(root / "qa_val.jsonl", val_qa)
     return {"text_lines": len(lines), "translation_val": len(val_pairs), "qa_val": len(val_qa)}
+
+
+def _dense_lines(category: str, groups, rels, rng) -> list[str]:
+    """Dense captions of one realisation of a caption spec (EN, ZH, a translation pair), so the text LLM and its
+    tokenizer know the language of Stage I's dense captions; none when the spec cannot be laid out."""
+    try:
+        scene = realize(category, groups, rels, rng)
+    except LayoutError:
+        return []
+    en, zh = dense_caption(scene, "en"), dense_caption(scene, "zh")
+    return [en, zh, f"EN: {en} ZH: {zh}" if rng.random() < 0.5 else f"ZH: {zh} EN: {en}"]
 
 
 # ---- entry points ------------------------------------------------------------------------------------------
