@@ -26,6 +26,7 @@ from mars_eval.metrics.metric_fid import frechet_distance_features
 from mars_eval.metrics.preprocess import PreprocessSpec
 from mars_eval.suites import run_coco
 from mars_eval.suites.coco import TABLE
+from mars_eval.suites.control import derangement
 from mars_eval.suites.world_split import build_split
 from mars_ref.world import caption, render
 from mars_ref.world.scene import Scene
@@ -99,10 +100,20 @@ def test_fid_and_clip_score_match_independent_computations(env, run_a):
         tx = model.encode_text(tok([m["prompt"] for m in man]))
     cos = torch.nn.functional.cosine_similarity(im, tx).numpy()
     assert res["clip_score"] == pytest.approx(float(cos.mean()), abs=1e-5) and res["clip_variant"] == "world-clip-raw"
+    sigma = derangement([m["prompt"] for m in man])  # the control: the same images against deranged captions
+    with torch.no_grad():
+        other = model.encode_text(tok([man[s]["prompt"] for s in sigma]))
+    ctrl = torch.nn.functional.cosine_similarity(im, other).numpy()
+    assert res["clip_control"] == pytest.approx(float(ctrl.mean()), abs=1e-5) and res["clip_control_scored"] == 6
 
     rows = read_jsonl(out / "results.jsonl")
-    metric = {r["metric"]: r for r in rows if r["kind"] == "metric"}
+    metric = {r["metric"]: r for r in rows if r["kind"] == "metric" and "control" not in r}
     assert set(metric) == {"FID", "KID (x1000)", "CLIP score (world-clip-raw)"}  # FID-inf needs >= 50 images
+    control = [r for r in rows if "control" in r]
+    assert [(r["metric"], r["label"], r["control"]) for r in control] == [
+        ("CLIP score (world-clip-raw)", "ckpt · shuffled-prompt control", "shuffled_prompts")]
+    assert control[0]["value"] == res["clip_control"] and metric["CLIP score (world-clip-raw)"]["value"] == \
+        res["clip_score"]
     assert all(r["table"] == TABLE and r["scale"] == "world" for r in metric.values())
     assert metric["FID"]["value"] == res["fid"] and "clean-fid clean" in metric["FID"]["protocol"]
     assert [r["images_dir"] for r in rows if r["kind"] == "samples"] == ["images"]
@@ -211,4 +222,8 @@ def test_cli_prints_the_table(env, run_a, tmp_path, capsys):
     assert main([*args, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["generated"] == 0 and res["protocol"] == "clean" and res["clip_model"].startswith("local-dir:")
+    assert res["clip_control"] is not None and res["clip_control_scored"] == 0
+    assert main([*args, "--no-control", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["clip_control"] is None and res["clip_scored"] == res["clip_control_scored"] == 0
     assert [m["seed"] for m in read_jsonl(out / "images" / "manifest.jsonl")] == [7, 9, 11]

@@ -104,8 +104,10 @@ def test_scores_rows_and_report_from_independent_computations(env, run_a, tmp_pa
                   for m in man]
         assert len(direct) == 6 and res["scores"][cat] == pytest.approx(np.mean(direct), rel=1e-5, abs=1e-9)
     rows = read_jsonl(out / "results.jsonl")
-    metric = {r["metric"]: r for r in rows if r.get("table") == TABLE}
+    metric = {r["metric"]: r for r in rows if r.get("table") == TABLE and "control" not in r}
     assert list(metric) == ["Spatial", "Complex"]
+    control = {r["metric"]: r for r in rows if r.get("table") == TABLE and "control" in r}
+    assert list(control) == ["Spatial", "Complex"] and control["Spatial"]["label"] == "ckpt · shuffled-prompt control"
     assert metric["Spatial"]["value"] == pytest.approx(100 * res["scores"]["spatial"])
     assert metric["Spatial"]["scale"] == "world" and metric["Spatial"]["kind"] == "metric"
     assert {r["images_dir"] for r in rows if r["kind"] == "samples"} == {"images/spatial", "images/complex"}
@@ -115,7 +117,8 @@ def test_scores_rows_and_report_from_independent_computations(env, run_a, tmp_pa
     assert got[("world judges, clean renders", "Spatial")] == pytest.approx(100 * cal[0]["accuracy_clean"])
     assert got[("world judges, VQ round trip", "Complex")] == pytest.approx(100 * cal[1]["accuracy_vq"])
     grid = {r["file"]: r["score"] for r in read_jsonl(out / "images" / "spatial" / "scores.jsonl")}
-    per_image = {r["file"]: r["score"] for r in read_jsonl(out / "scores.jsonl") if r["category"] == "spatial"}
+    per_image = {r["file"]: r["score"] for r in read_jsonl(out / "scores.jsonl")
+                 if r["category"] == "spatial" and "control" not in r}
     assert grid == {f.split("/")[-1]: s for f, s in per_image.items()}
 
     from mars_eval.report.build import build_report
@@ -129,7 +132,7 @@ def test_chinese_prompts(env, tmp_path):
     res = run_compbench(env["ckpt"], tmp_path / "zh", **{**_world_kw(env), "categories": ["spatial"], "limit": 2,
                                                          "images_per_prompt": 1, "lang": "zh"})
     zh = (env["world"] / "prompts" / "zh" / "spatial_val.txt").read_text(encoding="utf-8").splitlines()[:2]
-    assert [r["prompt"] for r in read_jsonl(tmp_path / "zh" / "scores.jsonl")] == zh
+    assert [r["prompt"] for r in read_jsonl(tmp_path / "zh" / "scores.jsonl") if "control" not in r] == zh
     assert {r["table"] for r in read_jsonl(tmp_path / "zh" / "results.jsonl") if r["kind"] == "metric"} == {
         TABLE_ZH, CALIBRATION_TABLE}
     assert res["lang"] == "zh" and res["images_dirs"]["spatial"].endswith("spatial_zh")
@@ -145,8 +148,11 @@ def test_official_judges_generated_and_foreign_folder(env, tmp_path):
     items = [ImageItem(tmp_path / "gen" / "images" / "color" / m["file"], m["prompt_index"], m["image_index"],
                      m["prompt"]) for m in man]
     direct = [s.score for s in score_images("color", items, judges, OPTIONS)]
-    assert [r["score"] for r in read_jsonl(tmp_path / "gen" / "scores.jsonl")] == direct
+    assert [r["score"] for r in read_jsonl(tmp_path / "gen" / "scores.jsonl") if "control" not in r] == direct
     assert res["scale"] == "real" and res["table_x100"]["Color"] == pytest.approx(100 * np.mean(direct))
+    swapped = [ImageItem(it.path, it.prompt_index, it.image_index, COLOR[1 - it.prompt_index]) for it in items]
+    control = [s.score for s in score_images("color", swapped, judges, OPTIONS)]  # two prompts: swapped
+    assert res["control"]["table_x100"]["Color"] == pytest.approx(100 * np.mean(control))
 
     folder = tmp_path / "other_model" / "color" / "samples"  # the official repository's layout
     folder.mkdir(parents=True)
@@ -156,7 +162,7 @@ def test_official_judges_generated_and_foreign_folder(env, tmp_path):
     foreign = run_compbench(None, tmp_path / "foreign", images=tmp_path / "other_model",
                             **{k: v for k, v in kw.items() if k not in ("categories", "run")})
     assert foreign["categories"] == ["color"] and foreign["generated"] == {"color": 0}
-    assert [r["score"] for r in read_jsonl(tmp_path / "foreign" / "scores.jsonl")] == direct
+    assert [r["score"] for r in read_jsonl(tmp_path / "foreign" / "scores.jsonl") if "control" not in r] == direct
     grid = read_jsonl(tmp_path / "foreign" / "samples" / "color" / "manifest.jsonl")
     assert [g["prompt"] for g in grid] == [m["prompt"] for m in man]
 

@@ -54,6 +54,9 @@ def coco_command(
     seed: Annotated[int, typer.Option(help="Training seed recorded in the rows; seeds the bootstrap.")] = 0,
     cache_dir: Annotated[Path | None, typer.Option(
         help="Inception feature cache (default: $MARS_EVAL_CACHE_DIR or ~/.cache/mars-eval).")] = None,
+    control: Annotated[bool, typer.Option(
+        help="Also the CLIP score of the same images against a fixed derangement of the captions (the "
+             "shuffled-prompt control: what a prompt-blind model scores).")] = True,
     cfg_scale: Annotated[float | None, typer.Option(help="Guidance scale (default: the bundle's).")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the bundle's).")] = None,
     top_k: Annotated[int | None, typer.Option(help="0 = off (default: the bundle's).")] = None,
@@ -73,7 +76,7 @@ def coco_command(
                    clip_variant=clip_variant.value, world=world, label=label, seed=seed,
                    run=RunOptions(batch_size=batch_size, nproc=nproc, device=device, threads=threads),
                    sampler=dict(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p),
-                   cache_dir=cache_dir)
+                   cache_dir=cache_dir, control=control)
     if as_json:
         import json
 
@@ -103,6 +106,10 @@ def print_table(res: dict) -> None:
     for c in cols:
         t.add_column(c, justify="right")
     t.add_row(res["label"], *cols.values())
+    if res.get("clip_control") is not None:
+        from mars_eval.suites.control import control_label
+
+        t.add_row(control_label(res["label"]), *(["-"] * (len(cols) - 1)), f"{res['clip_control']:.4f}")
     out.print(t)
     out.print(f"protocol: {res['preprocessing']}; Inception {res['extractor_sha256'][:12]} "
               f"({res['extractor_precision']})")
@@ -110,6 +117,8 @@ def print_table(res: dict) -> None:
         out.print("* FID-inf: fewer images than feature dimensions in the smallest subset (partial bias correction)")
     if res["clip_note"]:
         out.print(res["clip_note"])
+    if res.get("clip_control_skipped"):
+        out.print(f"no shuffled-prompt control: {res['clip_control_skipped']}")
     elif res["clip_model"]:
         out.print(f"CLIP score model: {res['clip_model']}")
     out.print(f"results: {res['results']}  (report: mars-eval report {res['out']} --out {res['out']}/report)")

@@ -49,6 +49,9 @@ def compbench_command(
     seed: Annotated[int, typer.Option(help="Training seed recorded in the results rows.")] = 0,
     calibration: Annotated[int, typer.Option(
         help="World: held-out prompts per category for the judge-calibration table (0 = skip).")] = 100,
+    control: Annotated[bool, typer.Option(
+        help="Also score the shuffled-prompt control: the same images against a fixed derangement of each "
+             "category's prompts (what a prompt-blind model scores); doubles the judge work.")] = True,
     cfg_scale: Annotated[float | None, typer.Option(help="Guidance scale (default: the bundle's).")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the bundle's).")] = None,
     top_k: Annotated[int | None, typer.Option(help="0 = off (default: the bundle's).")] = None,
@@ -73,7 +76,7 @@ def compbench_command(
                         seed=seed, run=RunOptions(batch_size=batch_size, nproc=nproc, device=device, threads=threads),
                         images=images, score_options=ScoreOptions(device=device) if official else None,
                         sampler=dict(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p),
-                        calibration_n=calibration)
+                        calibration_n=calibration, control=control)
     if as_json:
         import json
 
@@ -98,7 +101,15 @@ def print_tables(res: dict) -> None:
     for col in res["table_x100"]:
         t.add_column(col, justify="right")
     t.add_row(res["label"], *(f"{v:.2f}" for v in res["table_x100"].values()))
+    ctrl = res.get("control")
+    if ctrl and ctrl["table_x100"]:
+        from mars_eval.suites.control import control_label
+
+        t.add_row(control_label(res["label"]), *(f"{ctrl['table_x100'][c]:.2f}" if c in ctrl["table_x100"] else "-"
+                                                  for c in res["table_x100"]))
     out.print(t)
+    if ctrl and ctrl["skipped"]:
+        out.print("no shuffled-prompt control for " + "; ".join(f"{c}: {w}" for c, w in ctrl["skipped"].items()))
     n = ", ".join(f"{c} {k}" for c, k in res["n_images"].items())
     out.print(f"images scored per category: {n} ({res['images_per_prompt']} per prompt)")
     if res["calibration"]:

@@ -1,7 +1,8 @@
 """Build a report (Markdown + self-contained HTML) from run folders' results files.
 
 A run folder holds `results.jsonl`. Rows have `kind`:
-- "metric": {table, label, metric, value, seed?, scale?, protocol?} -> tables (mean ± 95 % CI across seeds) + bar charts;
+- "metric": {table, label, metric, value, seed?, scale?, protocol?, control?} -> tables (mean ± 95 % CI across seeds)
+  + bar charts; `control` names a control row (e.g. "shuffled_prompts"), a row of its own label with a table note;
 - "diagnostics": {label, path} -> a per-step JSONL training log (the paper's Fig. 5: gradient norms and loss);
 - "samples": {label, images_dir, limit?} -> an image grid from a generated folder's manifest (+ per-image scores).
 Paths in rows are relative to the run folder. All user text (prompts, labels) is HTML-escaped.
@@ -21,6 +22,10 @@ from mars_eval.report import charts
 from mars_eval.report.stats import Estimate, mean_ci
 
 RESULTS = "results.jsonl"
+CONTROL_NOTES = {"shuffled_prompts": "shuffled-prompt control rows: the same images, each scored against another "
+                                     "prompt of its category (a fixed derangement: never its own prompt or an "
+                                     "identical one), i.e. what a model that ignores its prompt scores; a model is "
+                                     "above chance where its row clears its control row"}
 
 
 @dataclass
@@ -78,7 +83,7 @@ def check_row(row, path: Path, i: int, kind: str | None = None) -> None:
             raise MarsEvalError(f"{path}: row {i} needs {key!r} of type "
                                 f"{'/'.join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))}, "
                                 f"got {row.get(key)!r}")
-    for key in ("label", "table"):  # optional, but text when present
+    for key in ("label", "table", "control"):  # optional, but text when present
         if key in row and not isinstance(row[key], str):
             raise MarsEvalError(f"{path}: row {i}: {key!r} must be a string, got {row[key]!r}")
 
@@ -107,6 +112,8 @@ def tables(rows: list[dict]) -> list[Table]:
             notes = sorted(f"{', '.join(ms)}: {p}" for p, ms in by_protocol.items())
         if len(seeds) > 1:
             notes.insert(0, f"mean ± 95 % CI (Student t) over {len(seeds)} seeds")
+        for c in dict.fromkeys(r["control"] for r in rs if r.get("control")):
+            notes.append(CONTROL_NOTES.get(c, f"rows with control {c!r}: control rows, not a model"))
         mult = rs[0].get("scale", 1.0)  # a number multiplies; a string ("world" / "real") only names the scale
         out.append(Table(title, labels, metrics, cells, float(mult) if isinstance(mult, int | float) else 1.0, notes))
     return out
@@ -159,12 +166,13 @@ def _b64(data: bytes) -> str:
 def build_report(runs: list[Path], out: Path, title: str = "mars-eval report") -> dict:
     rows = load_rows(runs)
     tabs = tables(rows)
-    figs = [(t.title, charts.bar_with_ci(t.title, t.labels, [t.cells[(lab, t.metrics[0])].mean * t.scale
-                                                             if (lab, t.metrics[0]) in t.cells else 0
-                                                             for lab in t.labels],
-                                         [t.cells[(lab, t.metrics[0])].half_width * t.scale
-                                          if (lab, t.metrics[0]) in t.cells else 0 for lab in t.labels],
-                                         t.metrics[0])) for t in tabs]
+    figs = []
+    for t in tabs:  # the first metric's bars, for the rows that have it (a CLIP-score control row has no FID)
+        labels = [lab for lab in t.labels if (lab, t.metrics[0]) in t.cells]
+        figs.append((t.title, charts.bar_with_ci(t.title, labels, [t.cells[(lab, t.metrics[0])].mean * t.scale
+                                                                   for lab in labels],
+                                                 [t.cells[(lab, t.metrics[0])].half_width * t.scale
+                                                  for lab in labels], t.metrics[0])))
     figs += _diagnostic_charts(rows)
     grids = _grids(rows)
     out.mkdir(parents=True, exist_ok=True)

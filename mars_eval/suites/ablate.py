@@ -13,7 +13,9 @@ expert chain Stage I -> II -> III, then evaluates each model the same way:
 
 Shared artifacts (world, tokenizers, VQ, world CLIP, judges, Stage 0 LLM) are built once per preset; every trained
 model and every evaluation is cached or resumable, so a killed `ablate` picks up where it stopped. Everything the
-report needs goes to OUT/results.jsonl (rows of mars_eval.report.build), and the report is built from it.
+report needs goes to OUT/results.jsonl (rows of mars_eval.report.build), and the report is built from it. The
+CompBench and CLIP-score tables carry each model's shuffled-prompt control row (suites/control.py) under
+"<label> · shuffled-prompt control".
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mars_eval.errors import MarsEvalError
 from mars_eval.io import atomic_write_json, read_jsonl
 from mars_eval.report.build import RESULTS as RESULTS_FILE
 from mars_eval.results import append_rows, stamp
+from mars_eval.suites.control import relabel
 
 # The [ablate] table of a preset: the evaluation budget of the grid.
 DEFAULTS = {
@@ -117,11 +120,12 @@ class Ablation:
     # -- evaluations ------------------------------------------------------------------------------------------
     def _imported(self, eval_dir: Path, label: str | None = None, samples: bool = True,
                   table: str | None = None) -> list[dict]:
-        """The metric rows of a suite run (eval_dir/results.jsonl), relabelled; image paths re-rooted to OUT."""
+        """The metric rows of a suite run (eval_dir/results.jsonl), relabelled (control rows keep their suffix);
+        image paths re-rooted to OUT."""
         rows = []
         for r in read_jsonl(eval_dir / RESULTS_FILE):
             if r.get("kind", "metric") == "metric":
-                rows.append({**r, "label": label or r["label"], "table": table or r["table"]})
+                rows.append({**(relabel(r, label) if label else r), "table": table or r["table"]})
             elif r.get("kind") == "samples" and samples:
                 rows.append({**r, "images_dir": str((eval_dir / r["images_dir"]).relative_to(self.out))})
         return rows
@@ -273,7 +277,7 @@ class Ablation:
         """The paper's Table 3 lists the Stage I expert model twice: as "w Visual Expert" and as "Stage-I"."""
         if m.label != VE:
             return rows
-        return rows + [{**r, "label": "Stage I"} for r in rows if r.get("kind", "metric") == "metric"]
+        return rows + [relabel(r, "Stage I") for r in rows if r.get("kind", "metric") == "metric"]
 
 
 def run_ablate(preset: str, out: Path, cache: Path, seeds: int | None = None, nproc: int = 1,

@@ -9,7 +9,8 @@
   CLIP score with the world CLIP (raw cosine).
 
 FID comes with KID, a bootstrap interval and FID-infinity for small sets (mars_eval.metrics.pipeline); the
-preprocessing mode is recorded with every number.
+preprocessing mode is recorded with every number. The CLIP score comes with a shuffled-prompt control row
+(suites/control.py): the same images against a fixed derangement of the captions.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from mars_eval.suites.common import (
     torch_threads,
     write_grid_view,
 )
+from mars_eval.suites.control import control_row, control_scores, prompt_ci
 
 TABLE = "COCO-style FID"
 WORLD_N = 300  # "a few hundred": FID-inf needs >= 50 per set; Inception runs ~7-14 images/s on this CPU
@@ -65,7 +67,8 @@ def run_coco(ckpt: Path, out: Path, *, n: int | None = None, coco_dir: Path | No
              clip_model: str | None = None, clip_variant: str = "clip-b32-raw", world: Path | None = None,
              label: str | None = None, seed: int = 0, run: RunOptions | None = None, progress: bool = True,
              sampler: dict | None = None, cache_dir: Path | None = None, extractor=None,
-             split_dir: Path | None = None, table: str = TABLE, on_generate: ProgressFn | None = None) -> dict:
+             split_dir: Path | None = None, table: str = TABLE, on_generate: ProgressFn | None = None,
+             control: bool = True) -> dict:
     """Generate (resumably) for the captions, then FID / KID / FID-inf vs the reference and CLIP score.
 
     n: captions (world default 300, real default 30,000). protocol: clean | torch-fidelity | coco (default:
@@ -74,6 +77,7 @@ def run_coco(ckpt: Path, out: Path, *, n: int | None = None, coco_dir: Path | No
     cache (default: mars_eval.metrics.cache.default_cache_dir()). extractor: a loaded InceptionExtractor to
     reuse. split_dir: where the world split is cached (default OUT/reference; share one across runs so its
     Inception features come from the feature cache). seed: recorded in the rows (the checkpoint's training seed).
+    control: also the CLIP score of the same images against deranged captions (a row with `control`).
     """
     from mars_eval.metrics.cache import default_cache_dir
     from mars_eval.metrics.clip_score import get_variant
@@ -142,7 +146,7 @@ def run_coco(ckpt: Path, out: Path, *, n: int | None = None, coco_dir: Path | No
         clip_res = None
         if clip is not None:
             clip_res = _clip_scores(out, folder, manifest, prompts, clip, clip_model, variant, scale, device, run,
-                                    bars)
+                                    bars, control)
     finally:
         bars.close()
 
@@ -159,15 +163,20 @@ def run_coco(ckpt: Path, out: Path, *, n: int | None = None, coco_dir: Path | No
             "clip_score": clip_res["clip_score"] if clip_res else None,
             "clip_variant": clip_res["variant"] if clip_res else None,
             "clip_model": clip_res["model"] if clip_res else None, "clip_note": clip_note,
-            "clip_scored": clip_res["computed"] if clip_res else 0, "generated": summary["computed"],
+            **{k: clip_res[k] if clip_res else None for k in ("clip_score_ci", "clip_control", "clip_control_ci",
+                                                             "clip_control_skipped")},
+            "clip_scored": clip_res["computed"] if clip_res else 0,
+            "clip_control_scored": clip_res["control_computed"] if clip_res else 0, "generated": summary["computed"],
             "images_dir": str(folder), "reference_dir": str(ref_dir), "prompts": prompts.name,
             "rows_appended": appended, "out": str(out), "results": str(out / RESULTS),
             "scores_file": str(out / SCORES)}
 
 
 def _clip_scores(out: Path, folder: Path, manifest: list[dict], prompts: PromptSet, clip: Path,
-                 clip_model: str | None, variant, scale: str, device: str, run: RunOptions, bars: Bars) -> dict:
-    """Per-image cosines (resumable, in OUT/scores.jsonl) aggregated with the variant's definition."""
+                 clip_model: str | None, variant, scale: str, device: str, run: RunOptions, bars: Bars,
+                 control: bool = True) -> dict:
+    """Per-image cosines (resumable, in OUT/scores.jsonl) aggregated with the variant's definition; with
+    `control`, also against the deranged captions (the shuffled-prompt control)."""
     import numpy as np
 
     from mars_eval.metrics.clip_score import cosines, load_clip
@@ -175,13 +184,14 @@ def _clip_scores(out: Path, folder: Path, manifest: list[dict], prompts: PromptS
     loaded = load_clip(clip, clip_model or (None if Path(clip).is_dir() else variant.model), device=device)
     prefix = variant.text_prefix
     files = [relative_to(folder / r["file"], out) for r in manifest]
-    keys = [score_key(clip=loaded.checkpoint_sha256, model=loaded.model_name, prefix=prefix, prompt=r["prompt"],
-                      file=f, sha256=r["sha256"]) for r, f in zip(manifest, files, strict=True)]
+    parts = [dict(clip=loaded.checkpoint_sha256, model=loaded.model_name, prefix=prefix, prompt=r["prompt"],
+                  file=f, sha256=r["sha256"]) for r, f in zip(manifest, files, strict=True)]
 
-    def compute(pos: range) -> list[dict]:
-        part = [manifest[i] for i in pos]
+    def compute(pos: range, asked: list[str] | None = None) -> list[dict]:
+        part = [manifest[i] for i in pos]  # asked: other captions to score them against (the control)
+        texts = [r["prompt"] for r in part] if asked is None else asked
         with torch_threads(run.threads):
-            cos = cosines(loaded, [folder / r["file"] for r in part], [prefix + r["prompt"] for r in part],
+            cos = cosines(loaded, [folder / r["file"] for r in part], [prefix + t for t in texts],
                           batch_size=CLIP_CHUNK)
         return [{"suite": "coco", "scale": scale, "prompt_index": r["prompt_index"], "prompt": r["prompt"],
                  "file": files[i], "sha256": r["sha256"], "clip": loaded.checkpoint_sha256,
@@ -189,9 +199,13 @@ def _clip_scores(out: Path, folder: Path, manifest: list[dict], prompts: PromptS
                 for i, r, c in zip(pos, part, cos, strict=True)]
 
     store = ScoreStore(out / SCORES)
-    rows, computed = score_resumable(store, keys, CLIP_CHUNK, compute, bars.task("CLIP score", len(keys)))
+    rows, computed = score_resumable(store, [score_key(**k) for k in parts], CLIP_CHUNK, compute,
+                                     bars.task("CLIP score", len(parts)))
+    got = control_scores(store, [(r["prompt_index"], r["prompt"]) for r in manifest], parts, CLIP_CHUNK, compute,
+                         bars.task("CLIP score, shuffled-prompt control", len(parts))) if control else None
     store.compact()
     cos = np.array([r["cos"] for r in rows])
+    ctrl = None if got is None or isinstance(got, str) else np.array([r["cos"] for r in got[0]])
     write_grid_view(folder, {r["file"]: float(c) for r, c in zip(manifest, variant.per_image(cos), strict=True)})
     world = scale == "world"
     name = "world-clip-raw" if world else variant.name
@@ -199,6 +213,12 @@ def _clip_scores(out: Path, folder: Path, manifest: list[dict], prompts: PromptS
                   else variant.source + ("" if loaded.model_name == variant.model else
                                          f"; model {loaded.model_name}, not the variant's {variant.model}"))
     return {"clip_score": variant.aggregate(cos), "clip_score_std": float(variant.per_image(cos).std()),
+            "clip_score_ci": prompt_ci(rows, variant.per_image(cos)),
+            "clip_control": variant.aggregate(ctrl) if ctrl is not None else None,
+            "clip_control_std": float(variant.per_image(ctrl).std()) if ctrl is not None else None,
+            "clip_control_ci": prompt_ci(got[0], variant.per_image(ctrl)) if ctrl is not None else None,
+            "clip_control_skipped": got if isinstance(got, str) else None,
+            "control_computed": got[1] if ctrl is not None else 0,
             "variant": name, "definition": definition, "model": loaded.model_name,
             "checkpoint_sha256": loaded.checkpoint_sha256, "computed": computed}
 
@@ -218,4 +238,6 @@ def _rows(fid: dict, clip: dict | None, label: str, seed: int, scale: str, table
         rows.append({**base, "metric": f"CLIP score ({clip['variant']})", "value": clip["clip_score"],
                      "protocol": f"{clip['definition']}; CLIP {clip['checkpoint_sha256'][:12]}",
                      "std": clip["clip_score_std"]})
+        if clip["clip_control"] is not None:
+            rows.append({**control_row(rows[-1], clip["clip_control"]), "std": clip["clip_control_std"]})
     return rows

@@ -8,12 +8,14 @@ Two suites, one flow (prompts -> generate_folder -> per-image judge scores -> ca
   (BLIP-VQA, detector, CLIP ViT-B/32, depth), mars_eval.compbench.
 
 Category score = mean over images (official protocol), reported x 100. Images n of every prompt use seed 42 + n.
+With `control` (default), each category also gets a shuffled-prompt control row (suites/control.py): the same
+images scored by the same judges against a fixed derangement of the category's prompts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -44,6 +46,7 @@ from mars_eval.suites.common import (
     torch_threads,
     write_grid_view,
 )
+from mars_eval.suites.control import control_row, control_scores, prompt_ci
 
 TABLE = "T2I-CompBench (x100)"
 TABLE_ZH = "T2I-CompBench, Chinese prompts (x100)"
@@ -196,7 +199,7 @@ def run_compbench(ckpt: Path | None, out: Path, *, categories: Sequence[str] | N
                   label: str | None = None, seed: int = 0, run: RunOptions | None = None, progress: bool = True,
                   images: Path | None = None, score_options: ScoreOptions | None = None,
                   sampler: dict | None = None, calibration_n: int = 100, table: str | None = None,
-                  on_generate: ProgressFn | None = None) -> dict:
+                  on_generate: ProgressFn | None = None, control: bool = True) -> dict:
     """Generate (resumably) and score T2I-CompBench val prompts; returns per-category scores in [0, 1] + paths.
 
     ckpt: a generation bundle (None with `images`: score another model's folder in the official naming, one
@@ -206,6 +209,7 @@ def run_compbench(ckpt: Path | None, out: Path, *, categories: Sequence[str] | N
     seed: recorded in the rows (the checkpoint's training seed); sampling seeds follow the protocol (42 + n).
     calibration_n: held-out prompts per category for the judge-calibration table (world; 0 = none).
     on_generate(n, total): called with generate_folder's progress (tests interrupt a run with it).
+    control: also score the shuffled-prompt control (suites/control.py), rows with `control: "shuffled_prompts"`.
     """
     _check_args(images_per_prompt, limit, lang)
     run = run or RunOptions()
@@ -241,6 +245,7 @@ def run_compbench(ckpt: Path | None, out: Path, *, categories: Sequence[str] | N
             suite = world_suite(world_dir, judges_dir, lang)
         store = ScoreStore(out / SCORES)
         per_cat, folders, n_prompts, generated, scored, ckpt_digest = {}, {}, {}, {}, 0, None
+        ctrl_cat, ctrl_skipped, ctrl_scored = {}, {}, 0
         for cat in cats:
             prompts = suite.prompts(cat)
             if images is not None:
@@ -260,21 +265,32 @@ def run_compbench(ckpt: Path | None, out: Path, *, categories: Sequence[str] | N
                 items, shas, ckpt_digest = _generated_items(folder)
             n_prompts[cat] = len({it.prompt_index for it in items})
             files = [relative_to(it.path, out) for it in items]
-            keys = [score_key(judge=suite.judge_id, category=cat, lang=lang, prompt=it.prompt, file=f, sha256=h,
-                              prompt_index=it.prompt_index, image_index=it.image_index)
-                    for it, f, h in zip(items, files, shas, strict=True)]
+            parts = [dict(judge=suite.judge_id, category=cat, lang=lang, prompt=it.prompt, file=f, sha256=h,
+                          prompt_index=it.prompt_index, image_index=it.image_index)
+                     for it, f, h in zip(items, files, shas, strict=True)]
 
-            def compute(pos: range, cat=cat, items=items, files=files, shas=shas) -> list[dict]:
-                part = [items[i] for i in pos]
+            def compute(pos: range, asked: list[str] | None = None, cat=cat, items=items, files=files,
+                        shas=shas) -> list[dict]:
+                part = [items[i] for i in pos]  # asked: other prompt texts to score them against (the control)
                 with torch_threads(run.threads):
-                    res = suite.score(cat, part)
+                    res = suite.score(cat, part if asked is None else
+                                      [replace(it, prompt=t) for it, t in zip(part, asked, strict=True)])
                 return [{"suite": "compbench", "scale": suite.scale, "category": cat, "lang": lang,
                          "prompt_index": it.prompt_index, "image_index": it.image_index, "prompt": it.prompt,
                          "file": files[i], "sha256": shas[i], "judge": suite.judge_id, "score": float(s), "sub": sub}
                         for i, it, (s, sub) in zip(pos, part, res, strict=True)]
 
-            rows, n_new = score_resumable(store, keys, CHUNK, compute, bars.task(f"score {cat}", len(keys)))
+            rows, n_new = score_resumable(store, [score_key(**k) for k in parts], CHUNK, compute,
+                                          bars.task(f"score {cat}", len(parts)))
             scored += n_new
+            if control:
+                got = control_scores(store, [(it.prompt_index, it.prompt) for it in items], parts, CHUNK, compute,
+                                     bars.task(f"control {cat}", len(parts)))
+                if isinstance(got, str):
+                    ctrl_skipped[cat] = got
+                else:
+                    ctrl_cat[cat], n_new = got
+                    ctrl_scored += n_new
             per_cat[cat] = rows
             folders[cat] = folder
             _grid(folder, images is not None, items, rows)
@@ -294,6 +310,8 @@ def run_compbench(ckpt: Path | None, out: Path, *, categories: Sequence[str] | N
                     "seed": seed, "scale": suite.scale, "protocol": protocol, "category": c, "lang": lang,
                     "n_images": len(per_cat[c]), "n_prompts": n_prompts[c], "images_per_prompt": images_per_prompt,
                     "judges": suite.judge_id, "ckpt": ckpt_digest} for c, s in scores.items()]
+    ctrl = {c: sum(r["score"] for r in rows) / len(rows) for c, rows in ctrl_cat.items()}
+    result_rows += [control_row(r, 100 * ctrl[r["category"]]) for r in result_rows if r["category"] in ctrl]
     result_rows += [{"kind": "samples", "label": f"{label}: {COLUMNS[c]}" + (" (ZH)" if lang == "zh" else ""),
                      "images_dir": relative_to(folders[c], out), "limit": GRID_LIMIT} for c in scores]
     if calibration:
@@ -302,6 +320,10 @@ def run_compbench(ckpt: Path | None, out: Path, *, categories: Sequence[str] | N
     return {"mode": "official" if official else "world", "scale": suite.scale, "lang": lang, "label": label,
             "categories": list(scores), "scores": scores,
             "table_x100": {COLUMNS[c]: 100 * s for c, s in scores.items()},
+            "ci_x100": {COLUMNS[c]: prompt_ci(rows, scale=100) for c, rows in per_cat.items()},
+            "control": {"table_x100": {COLUMNS[c]: 100 * s for c, s in ctrl.items()},
+                        "ci_x100": {COLUMNS[c]: prompt_ci(rows, scale=100) for c, rows in ctrl_cat.items()},
+                        "scored": ctrl_scored, "skipped": ctrl_skipped} if control else None,
             "n_images": {c: len(r) for c, r in per_cat.items()}, "n_prompts": n_prompts,
             "images_per_prompt": images_per_prompt, "judges": suite.judge_id, "protocol": protocol,
             "world": str(world_dir) if world_dir else None,
