@@ -38,9 +38,10 @@ def browser(session):
 
 @nox.session
 def history(session):
-    """Append this commit's row to the CI regression history (fast world benchmark; `.ci/run` calls it)."""
+    """Append this commit's row to the CI regression history (fast world benchmark; `.ci/run` calls it).
+    One thread: the seeded figures must not depend on the core count, and reports/history.jsonl was measured so."""
     session.run(sys.executable, "-m", "benchmarks.ci_history", *session.posargs,
-                env={"OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"})
+                env={"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
 
 
 @nox.session

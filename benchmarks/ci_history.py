@@ -1,11 +1,15 @@
-"""The CI regression row: a fast world benchmark (the `ci` preset, about a minute on 2 cores) whose figures are
-appended to the results history, one row per (commit, metric). `mars-eval report --history FILE` charts them.
+"""The CI regression row: a fast world benchmark (the `ci` preset, 1-2 minutes on 2 cores) whose figures are
+appended to a results history, one row per (commit, metric). `mars-eval report --history FILE` charts them.
 
     python -m benchmarks.ci_history [--history FILE] [--work DIR]
 
-FILE defaults to $MARS_EVAL_HISTORY, else ~/.cache/mars-eval/history.jsonl: it must outlive the CI's clean clone.
-Every figure is seeded, so a change in a quality figure means a commit changed training, sampling or a metric;
-speed figures vary with the machine's load and are flagged only beyond the report's tolerance.
+FILE defaults to $MARS_EVAL_HISTORY, else ~/.cache/mars-eval/history.jsonl. The project's history is committed:
+reports/history.jsonl. `.ci/run` appends to a temporary copy of it and `benchmarks/history_gate.py` compares the
+new rows with the committed ones; a commit that changes a figure on purpose records it with
+`nox -s history -- --history reports/history.jsonl` (a row measured before committing carries the parent's sha).
+Every quality figure is seeded, so a change in one means a commit changed training, sampling or a metric; speed
+figures follow the machine and its load and are charted, never gated (mars_eval.report.history.is_timing).
+`nox -s history` runs it with one thread (OMP_NUM_THREADS=1), as the committed history was measured.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +28,25 @@ from pathlib import Path
 def default_history() -> Path:
     env = os.environ.get("MARS_EVAL_HISTORY")
     return Path(env) if env else Path.home() / ".cache" / "mars-eval" / "history.jsonl"
+
+
+def tree_state() -> dict:
+    """The measured tree: `commit_time` of HEAD (charts order commits by it) and `dirty`, whether tracked files
+    outside reports/ differ from HEAD (a row recorded before committing: `commit` is then the parent)."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    when = git("show", "-s", "--format=%cI", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    state: dict = {"commit_time": when.strip()} if when else {}
+    if status is not None:
+        state["dirty"] = any(line[3:].split(" -> ")[-1].split("/")[0] != "reports"
+                             for line in status.splitlines() if line.strip())
+    return state
 
 
 def measure(work: Path) -> dict[str, float]:
@@ -71,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     figures["ci_benchmark_wall_s"] = time.perf_counter() - t0
     args.history.parent.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}-{os.cpu_count()}cpu"
-    append_rows(args.history, [stamp({"metric": k, "value": float(v), "machine": machine, "benchmark": "ci"})
-                               for k, v in figures.items()])
+    import torch
+
+    extra = {"machine": machine, "benchmark": "ci", "threads": torch.get_num_threads(), **tree_state()}
+    append_rows(args.history, [stamp({"metric": k, "value": float(v), **extra}) for k, v in figures.items()])
     for k, v in figures.items():
         print(f"{k:32s} {v:.4f}")
     print(f"appended {len(figures)} rows to {args.history}")

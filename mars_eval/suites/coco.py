@@ -2,7 +2,7 @@
 
 - real (`coco_dir` given): the COCO-30k captions (package data, or `captions`), each with its own
   `evaluation_seed`, against the val2014 images in `coco_dir`; default protocol `coco` (centre crop + LANCZOS to
-  256, then clean-fid's clean resize; DESIGN.md section 4), applied to both folders. CLIP score only with real
+  256, then clean-fid's clean resize; docs/protocols.md), applied to both folders. CLIP score only with real
   CLIP weights (`clip`); without them the result says it was not computed.
 - world (default): the world's COCO-like split (world_split.py): captions of fresh scenes, disjoint from the
   training captions, with their renders at the generator's output size as the reference; protocol `clean`;

@@ -1,4 +1,4 @@
-"""The world CLIP: a small open_clip model trained on bilingual world image-caption pairs (DESIGN.md section 2).
+"""The world CLIP: a small open_clip model trained on bilingual world image-caption pairs (docs/kit.md).
 
     WorldClipConfig                                   architecture + training settings (config.py)
     train_world_clip(world, out, cfg, progress) -> dict   train, measure held-out retrieval, save (train.py)

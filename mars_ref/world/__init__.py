@@ -1,4 +1,4 @@
-"""The embedded bilingual world: procedural compositional scenes with full ground truth (DESIGN.md section 2).
+"""The embedded bilingual world: procedural compositional scenes with full ground truth (docs/world.md).
 
 Library API (everything is deterministic given a `numpy.random.Generator` or a seed):
 
