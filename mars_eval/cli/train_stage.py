@@ -38,16 +38,21 @@ def train_stage(
     engine: Annotated[Engine | None, typer.Option(help="Override the preset's engine (deepspeed = ZeRO-3).")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Also write a generation bundle (for `generate`, `coco`, "
                                                       "`compbench`) of the trained stage here.")] = None,
+    from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Ignore the preset's pretrained world kit "
+                                                                       "([kit] table) and train the tokenizer, VQ "
+                                                                       "and Stage 0 LLM here.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train the reference MARS on the embedded world; every finished artifact is reused, an unfinished stage resumes."""
+    """Train the reference MARS on the embedded world; every finished artifact is reused, an unfinished stage resumes.
+
+    A preset that names a world kit takes the tokenizer, VQ and Stage 0 LLM from it (see `mars-eval kit`)."""
     from mars_eval.recipe.pipeline import Artifacts, Preset
 
     p = Preset.load(preset)
     writable_dir(cache)
     if bundle is not None:
         writable_dir(bundle.parent if bundle.parent != Path("") else Path("."))
-    arts = Artifacts(p, cache, nproc=nproc, engine=engine.value if engine else None)
+    arts = Artifacts(p, cache, nproc=nproc, engine=engine.value if engine else None, from_scratch=from_scratch)
     models = arts.through(stage.value, visual_expert=not no_expert, seed=seed)
     out = {f"stage_{k}": str(v) for k, v in models.items()}
     if bundle is not None:

@@ -4,25 +4,35 @@
           -> VQ tokenizer ---------------------- Stage I (expert | no-expert, seed) -> Stage II -> Stage III
 A cached artifact is a folder `CACHE/<kind>-<hash>/` whose `DONE.json` is written last; a folder without it is
 unfinished work (training stages resume from their last checkpoint, other artifacts are rebuilt).
+
+A preset with a `[kit]` table takes the tokenizer, VQ, Stage 0 LLM, world CLIP and world judges from that
+pretrained world kit (mars_eval.kit) instead, when the kit was built from the same tables; the world is still
+built here (deterministic, cheap). `from_scratch=True` ignores the kit and builds everything.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mars_eval.errors import MarsEvalError
 from mars_eval.io import atomic_write_json
 from mars_eval.results import config_hash
 from mars_eval.train.config import TrainConfig
 
+if TYPE_CHECKING:
+    from mars_eval.kit.store import Kit
+
 DONE = "DONE.json"
 TABLES = ("world", "tokenizer", "model", "vq", "stage0", "stageI", "stageII", "stageIII")
-OPTIONAL_TABLES = ("clip", "judges", "ablate")  # world CLIP / judges settings, the ablation's evaluation budget
+# world CLIP / judges settings, the ablation's evaluation budget, the pretrained kit (mars_eval.kit.store)
+OPTIONAL_TABLES = ("clip", "judges", "ablate", "kit")
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,10 @@ class Preset:
         missing = sorted(set(TABLES) - set(tables))
         if unknown or missing:
             raise MarsEvalError(f"{source}: unknown tables {unknown}, missing tables {missing}")
+        if "kit" in tables:
+            from mars_eval.kit.store import check_kit_table
+
+            tables["kit"] = check_kit_table(tables["kit"], path.parent if path.suffix else None, source)
         preset = cls(path.stem if path.suffix else spec, tables)
         _check_tables(tables, source)  # validate now, not an hour into a run
         for st in ("stage0", "stageI", "stageII", "stageIII"):
@@ -67,6 +81,11 @@ class Preset:
 
     def train_config(self, table: str, **overrides) -> TrainConfig:
         return TrainConfig.from_dict({**self.tables[table], **overrides}, source=f"preset {self.name} [{table}]")
+
+
+def _since(t0: float) -> float:
+    """Seconds since `t0` (time.perf_counter), as DONE.json records an artifact's build time."""
+    return round(time.perf_counter() - t0, 2)
 
 
 def _check_tables(tables: dict, source: str) -> None:
@@ -102,12 +121,39 @@ def _check_tables(tables: dict, source: str) -> None:
 
 
 class Artifacts:
-    """Builds (or finds in the cache) each artifact of a preset."""
+    """Builds (or finds in the cache, or takes from the preset's kit) each artifact of a preset."""
 
-    def __init__(self, preset: Preset, cache: Path, progress: bool = True, nproc: int = 1, engine: str | None = None):
+    def __init__(self, preset: Preset, cache: Path, progress: bool = True, nproc: int = 1, engine: str | None = None,
+                 from_scratch: bool = False):
         self.preset, self.cache, self.progress, self.nproc = preset, cache, progress, nproc
         self.overrides = {"engine": engine} if engine else {}
-        self._tok = self._vq = None
+        self.from_scratch = from_scratch
+        self._tok = self._vq = self._kit = None
+
+    # -- the pretrained kit -------------------------------------------------------------------------------------
+    def kit(self) -> Kit | None:
+        """The preset's kit (mars_eval.kit.Kit), checked against the preset's tables, or None: no `[kit]` table,
+        or `from_scratch`. A kit built from other tables is a one-line error, before anything is built."""
+        if self.from_scratch or "kit" not in self.preset.tables:
+            return None
+        if self._kit is None:
+            from mars_eval.kit.store import Kit, kit_dir_of
+
+            kit = Kit(kit_dir_of(self.preset.tables["kit"]))
+            kit.check_preset(self.preset)
+            self._kit = kit
+        return self._kit
+
+    def _kit_part(self, part: str) -> Path | None:
+        kit = self.kit()
+        return kit.part_dir(part) if kit is not None else None
+
+    def _ident(self, path: Path | None) -> str:
+        """A cache key's name for an input folder: its path, or a kit part's content digest (a changed kit
+        retrains what was built on it)."""
+        kit = self.kit()
+        ident = kit.identity_of(path) if kit is not None and path is not None else None
+        return ident or str(path)
 
     # -- cache mechanics --------------------------------------------------------------------------------------
     def _dir(self, kind: str, key: dict) -> Path:
@@ -128,6 +174,7 @@ class Artifacts:
         from mars_ref.world import build_world
         from mars_ref.world.build import FORMAT
 
+        self.kit()  # a kit built from other tables fails here, before the world is built
         t = self.preset.tables["world"]
         d = self._dir("world", {**t, "format": FORMAT})
         if not self.done(d):
@@ -139,14 +186,17 @@ class Artifacts:
     def tokenizer_dir(self) -> Path:
         from mars_ref.text_tokenizer import train_bpe
 
+        if (kit := self._kit_part("tokenizer")) is not None:
+            return kit
         world = self.world()
         t = self.preset.tables["tokenizer"]
         d = self._dir("tokenizer", {**t, "world": str(world)})
         if not self.done(d):
             shutil.rmtree(d, ignore_errors=True)
+            t0 = time.perf_counter()
             lines = (world / "text" / "train.txt").read_text(encoding="utf-8").splitlines()
             train_bpe(lines, int(t["vocab_size"]), d / "tokenizer")
-            self._finish(d, {"vocab_size": int(t["vocab_size"])})
+            self._finish(d, {"vocab_size": int(t["vocab_size"]), "seconds": _since(t0)})
         return d / "tokenizer"
 
     def tokenizer(self):
@@ -161,14 +211,17 @@ class Artifacts:
         from mars_ref.vq import vq_preset
         from mars_ref.vq_train import VQTrainConfig, evaluate_vq, train_vq
 
+        if (kit := self._kit_part("vq")) is not None:
+            return kit
         world = self.world()
         t = dict(self.preset.tables["vq"])
         d = self._dir("vq", {**t, "world": str(world)})
         if not self.done(d):
+            t0 = time.perf_counter()
             train, held, _, _ = load_world_images(world / "stage1", held_out=200)
             cfg = VQTrainConfig(**{k: v for k, v in t.items() if k != "preset"})
             model = train_vq(train, vq_preset(t["preset"]), cfg, d / "vq", resume=(d / "vq").is_dir())
-            self._finish(d, {"eval_held_out": evaluate_vq(model, held)})
+            self._finish(d, {"eval_held_out": evaluate_vq(model, held), "seconds": _since(t0)})
         return d / "vq"
 
     def vq(self):
@@ -182,6 +235,8 @@ class Artifacts:
         """The world CLIP (open_clip local format) behind the world CLIP score."""
         from mars_eval.world_clip import train_world_clip
 
+        if (kit := self._kit_part("clip")) is not None:
+            return kit
         world = self.world()
         d, cfg = self.clip_cache()
         if not self.done(d):
@@ -208,13 +263,16 @@ class Artifacts:
         t = dict(self.preset.tables.get("judges", {}))
         width = t.pop("width", DetectorConfig().width)
         cfg = DetectorTrainConfig(detector=DetectorConfig(width=width), **t)
-        key = {**cfg.to_dict(), "world": str(self.world()), "vq": str(self.vq_dir()), "format": JUDGES_FORMAT}
+        key = {**cfg.to_dict(), "world": str(self.world()), "vq": self._ident(self.vq_dir()),
+               "format": JUDGES_FORMAT}
         return self._dir("judges", key), cfg
 
     def judges_dir(self) -> Path:
         """The world judges (world detector), trained on clean renders and on this preset's VQ reconstructions."""
         from mars_eval.judges.world_judges import train_world_judges
 
+        if (kit := self._kit_part("judges")) is not None:
+            return kit
         world = self.world()
         d, cfg = self.judges_cache()
         if not self.done(d):
@@ -226,11 +284,12 @@ class Artifacts:
     def recipe_info(self) -> dict:
         """What a bundle records so `coco` / `compbench` can find its world, CLIP and judges by default."""
         return {"preset": self.preset.name, "tables": self.preset.tables, "cache": str(self.cache.absolute()),
-                "world": str(self.world().absolute())}
+                "world": str(self.world().absolute()), **({"from_scratch": True} if self.from_scratch else {})}
 
     @classmethod
     def from_recipe_info(cls, info: dict, progress: bool = True) -> Artifacts:
-        return cls(Preset(info["preset"], info["tables"]), Path(info["cache"]), progress=progress)
+        return cls(Preset(info["preset"], info["tables"]), Path(info["cache"]), progress=progress,
+                   from_scratch=bool(info.get("from_scratch", False)))
 
     def model_config(self):
         from mars_ref.config import MarsConfig
@@ -244,23 +303,28 @@ class Artifacts:
 
         table = {"0": "stage0", "I": "stageI", "II": "stageII", "III": "stageIII"}[stage]
         cfg = self.preset.train_config(table, seed=seed, **self.overrides)
+        if stage == "0" and seed == 0 and (kit := self._kit_part("llm")) is not None:  # the kit's LLM: seed 0
+            return kit
         how = ("engine", "device", "ckpt_every", "log_every", "keep_last_ckpts")  # how it runs, not what it computes
-        key = {"stage": stage, "train": {k: v for k, v in cfg.to_dict().items() if k not in how}, "model": self.preset.tables["model"], "init": str(init),
-               "expert": visual_expert, "world": str(self.world()), "tok": str(self.tokenizer_dir()),
-               "vq": str(self.vq_dir()) if stage != "0" else None}
+        key = {"stage": stage, "train": {k: v for k, v in cfg.to_dict().items() if k not in how},
+               "model": self.preset.tables["model"], "init": self._ident(init), "expert": visual_expert,
+               "world": str(self.world()), "tok": self._ident(self.tokenizer_dir()),
+               "vq": self._ident(self.vq_dir()) if stage != "0" else None}
         if stage == "III":
             from mars_eval.recipe.stages import STAGE3_POSITIONS
 
             key["stage3_positions"] = STAGE3_POSITIONS
         d = self._dir(f"stage{stage}", key)
         if not self.done(d):
+            t0 = time.perf_counter()
             resume = (d / "ckpt").is_dir() and any((d / "ckpt").iterdir())
             results, _ = run_stage(stage, cfg, d, nproc=self.nproc, resume=resume, progress=self.progress,
                                    world=self.world(), model_cfg=self.model_config(), tokenizer=self.tokenizer(),
                                    tokenizer_dir=self.tokenizer_dir(), vq=self.vq() if stage != "0" else None,
                                    vq_dir=self.vq_dir() if stage != "0" else None, cache_dir=self.cache,
                                    init_dir=init, visual_expert=visual_expert)
-            self._finish(d, {"stage": stage, "expert": visual_expert, "seed": seed, "results": results})
+            self._finish(d, {"stage": stage, "expert": visual_expert, "seed": seed, "results": results,
+                             "seconds": _since(t0)})
         return d / "model"
 
     def through(self, last: str, visual_expert: bool = True, seed: int = 0) -> dict[str, Path]:

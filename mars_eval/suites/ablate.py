@@ -281,8 +281,9 @@ class Ablation:
 
 
 def run_ablate(preset: str, out: Path, cache: Path, seeds: int | None = None, nproc: int = 1,
-               say: Callable[[str], None] = print, **budget_overrides) -> dict:
-    """Train and evaluate the grid, then build the report (OUT/report/report.md + report.html)."""
+               say: Callable[[str], None] = print, from_scratch: bool = False, **budget_overrides) -> dict:
+    """Train and evaluate the grid, then build the report (OUT/report/report.md + report.html).
+    `from_scratch`: ignore the preset's pretrained kit and build every artifact (Artifacts)."""
     from mars_eval.recipe.pipeline import Artifacts, Preset
     from mars_eval.report.build import build_report
 
@@ -299,7 +300,7 @@ def run_ablate(preset: str, out: Path, cache: Path, seeds: int | None = None, np
             raise MarsEvalError(f"{out} holds an ablation with other settings ({spec_file}); use another --out")
     else:
         atomic_write_json(spec_file, spec)
-    arts = Artifacts(p, cache, progress=True, nproc=1)
+    arts = Artifacts(p, cache, progress=True, nproc=1, from_scratch=from_scratch)
     summary = Ablation(arts, out, b, nproc=nproc, say=say).run(list(range(b["seeds"])))
     rep = build_report([out], out / "report", f"MARS ablations on the world (preset {p.name}, {b['seeds']} seeds)")
     return {**summary, **{f"report_{k}": v for k, v in rep.items()}, "seeds": b["seeds"], "preset": p.name}
