@@ -14,10 +14,18 @@ Decisions (see also mars_ref/config.py for the token-id layout):
 - Init (paper): visual embeddings = mean text embedding; experts = copies of the text weights; the vision head's
   rows = mean of the text head's rows, so image-token logits start uniform and at the scale of text logits.
 - Ablation visual_expert=False: no expert weights exist; every token uses the (now trainable) text weights.
+- Caches: KVCache is immutable and grows by concatenation (training-time helpers, reuse of one prefix);
+  StaticKVCache is preallocated and written in place (decoding: a step copies only its own keys, and the attended
+  keys are a view of the filled part, so attention sees exactly the keys a growing cache would hold).
+- `vocab` (a slice of joint ids) computes only those logits: the text head's and vision head's rows in it, as
+  views of the weights (a contiguous range, so no weight copy). Decoding asks for the ids it may sample.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -25,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mars_ref.config import MarsConfig
+from mars_ref.errors import MarsRefError
 
 
 class KVCache(NamedTuple):
@@ -40,10 +49,68 @@ class KVCache(NamedTuple):
     def length(self) -> int:
         return self.valid.shape[1]
 
+    def extend(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys/values (B, Hkv, Tk, hd) to attend over: this layer's past followed by the new (B, Hkv, T, hd)."""
+        return torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
+
+
+class StaticKVCache:
+    """Keys/values in buffers preallocated for `capacity` positions, written in place (decoding).
+
+    Mutable: forward writes the new positions after the filled part and advances `length`; `scratch()` discards
+    what is written inside it (NKTP re-runs its suffix on one cached prefix). The buffers start as zeros, never
+    garbage, and attention only ever sees the filled part.
+    """
+
+    def __init__(self, cfg: MarsConfig, batch: int, capacity: int, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None):
+        shape = (batch, cfg.num_key_value_heads, capacity, cfg.head_dim)
+        self.keys = tuple(torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers))
+        self.values = tuple(torch.zeros_like(k) for k in self.keys)  # per layer (B, Hkv, capacity, hd) each
+        self.valid_all = torch.zeros(batch, capacity, dtype=torch.bool, device=device)  # (B, capacity)
+        self.next_pos = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
+        self.length = 0  # filled positions
+
+    @property
+    def capacity(self) -> int:
+        return self.valid_all.shape[1]
+
+    @property
+    def valid(self) -> Tensor:
+        return self.valid_all[:, :self.length]  # (B, length)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (*self.keys, *self.values, self.valid_all))
+
+    def write_valid(self, valid: Tensor) -> Tensor:
+        """Record the new positions' validity (B, T); returns the keys' validity (B, length + T)."""
+        end = self.length + valid.shape[1]
+        if end > self.capacity:
+            raise MarsRefError(f"StaticKVCache holds {self.capacity} positions; {end} needed")
+        self.valid_all[:, self.length:end] = valid
+        return self.valid_all[:, :end]
+
+    def extend(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write this layer's new keys/values (B, Hkv, T, hd) in place; returns views (B, Hkv, length + T, hd)."""
+        end = self.length + k.shape[2]
+        self.keys[layer][:, :, self.length:end] = k
+        self.values[layer][:, :, self.length:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    @contextmanager
+    def scratch(self) -> Iterator[StaticKVCache]:
+        """Positions written inside the block are forgotten on exit (their buffer slots are reused)."""
+        length, next_pos = self.length, self.next_pos
+        try:
+            yield self
+        finally:
+            self.length, self.next_pos = length, next_pos
+
 
 class MarsOutput(NamedTuple):
-    logits: Tensor  # (B, T, V) joint-vocabulary logits (the last keep_last positions only, if given)
-    cache: KVCache | None
+    logits: Tensor  # (B, T, V) joint-vocabulary logits (the last keep_last positions only; the ids in vocab only)
+    cache: KVCache | StaticKVCache | None
 
 
 def causal_mask(valid_k: Tensor, q_len: int, suffix_start: Tensor | int | None = None) -> Tensor:
@@ -174,7 +241,8 @@ class SemVIEBlock(nn.Module):
         self.mlp_vision = SwiGLU(cfg) if cfg.visual_expert else None
 
     def forward(self, x: Tensor, r: Routing, cos: Tensor, sin: Tensor, mask: Tensor,
-                past: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+                past: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """past(k, v): the cache's keys/values to attend over, the new ones included (a cache's `extend`)."""
         B, T, _ = x.shape
         H, Hkv, hd = self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim
         av, mv = self.attn_vision, self.mlp_vision
@@ -184,7 +252,7 @@ class SemVIEBlock(nn.Module):
         k = _rope(k.view(B, T, Hkv, hd).transpose(1, 2), cos, sin)  # (B, Hkv, T, hd)
         v = v.view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
         if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, Hkv, Tk, hd)
+            k, v = past(k, v)  # (B, Hkv, Tk, hd)
         y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask,
                                            enable_gqa=H != Hkv)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, H * hd)
@@ -255,47 +323,66 @@ class MarsModel(nn.Module):
         x_vis = self.embed_visual((ids - V).clamp(min=0))  # (B, T, D)
         return torch.where(is_text, x_text, x_vis)
 
-    def logits(self, h: Tensor) -> Tensor:
-        """Joint logits (..., V_text + C + 6) = cat(text head, vision head) at every position (paper)."""
-        return torch.cat([F.linear(h, self.text_head_weight), self.vision_head(h)], dim=-1)
+    def logits(self, h: Tensor, vocab: slice | None = None) -> Tensor:
+        """Joint logits (..., V_text + C + 6) = cat(text head, vision head) at every position (paper); with `vocab`
+        (a non-empty slice of joint ids, step 1) only those columns, from the head rows in it."""
+        if vocab is None:
+            return torch.cat([F.linear(h, self.text_head_weight), self.vision_head(h)], dim=-1)
+        V = self.config.text_vocab_size
+        lo, hi, _ = vocab.indices(self.config.vocab_size)
+        parts = [F.linear(h, self.text_head_weight[lo:hi])] if lo < V else []
+        if hi > V:
+            parts.append(F.linear(h, self.vision_head.weight[max(lo - V, 0):hi - V]))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
-    def forward(self, ids: Tensor, is_image: Tensor | None = None, cache: KVCache | None = None,
+    def forward(self, ids: Tensor, is_image: Tensor | bool | None = None, cache: KVCache | StaticKVCache | None = None,
                 positions: Tensor | None = None, attn_mask: Tensor | None = None,
                 suffix_start: Tensor | int | None = None, use_cache: bool = False,
-                keep_last: int | None = None) -> MarsOutput:
+                keep_last: int | None = None, vocab: slice | None = None) -> MarsOutput:
         """ids (B, T) joint-vocabulary ids; <pad> tokens are masked out as keys (left padding).
 
-        is_image: (B, T) routing mask; default = input token is not text (the documented rule).
+        is_image: (B, T) routing mask; default = input token is not text (the documented rule); True / False says
+        every token is image / text (decoding knows what it feeds: no host sync, nothing for torch.compile to break on).
         cache: keys/values of earlier positions; the new tokens follow them. positions: RoPE positions (B, T),
         default = continue from the cache counting only non-padding tokens (so left padding does not shift them).
         attn_mask: (B, 1, T, Tk) bool to override; otherwise causal, or suffix attention from key index
         `suffix_start` (Stage III). Returns joint logits (B, T, V), or (B, keep_last, V) for the last positions
-        only (decoding needs one), and, if use_cache or a cache was given, the extended cache.
+        only (decoding needs one), over the ids in `vocab` only if given, and, if use_cache or a cache was given,
+        the extended cache: a new KVCache, or the StaticKVCache given, written in place.
         """
         cfg = self.config
         B, T = ids.shape
-        is_image = ids >= cfg.text_vocab_size if is_image is None else is_image
         expert = cfg.visual_expert  # without experts there is nothing to route (and no host sync)
-        r = Routing(is_image, expert and bool(is_image.all()), expert and bool(is_image.any()))
+        if isinstance(is_image, bool):
+            r = Routing(torch.full_like(ids, is_image, dtype=torch.bool), expert and is_image, expert and is_image)
+        else:
+            is_image = ids >= cfg.text_vocab_size if is_image is None else is_image
+            r = Routing(is_image, expert and bool(is_image.all()), expert and bool(is_image.any()))
         valid = ids != cfg.pad_id  # (B, T)
         base = cache.next_pos if cache is not None else torch.zeros(B, dtype=torch.long, device=ids.device)
         if positions is None:
             positions = base[:, None] + token_positions(valid)  # (B, T)
-        valid_k = valid if cache is None else torch.cat([cache.valid, valid], dim=1)  # (B, Tk)
+        static = isinstance(cache, StaticKVCache)
+        if static:
+            valid_k = cache.write_valid(valid)  # (B, Tk)
+        else:
+            valid_k = valid if cache is None else torch.cat([cache.valid, valid], dim=1)  # (B, Tk)
         mask = attn_mask if attn_mask is not None else causal_mask(valid_k, T, suffix_start)
         cos, sin = self.rotary(positions)
         x = self.embed(ids)  # (B, T, D)
         new_k, new_v = [], []
         for i, block in enumerate(self.layers):
-            past = (cache.keys[i], cache.values[i]) if cache is not None else None
-            x, (k, v) = block(x, r, cos, sin, mask, past)
+            x, (k, v) = block(x, r, cos, sin, mask, None if cache is None else partial(cache.extend, i))
             new_k.append(k)
             new_v.append(v)
         h = self.norm(x if keep_last is None else x[:, T - keep_last:])  # (B, T or keep_last, D)
         new_cache = None
-        if use_cache or cache is not None:
+        if static:
+            cache.length, cache.next_pos = cache.length + T, base + valid.sum(1)
+            new_cache = cache
+        elif use_cache or cache is not None:
             new_cache = KVCache(tuple(new_k), tuple(new_v), valid_k, base + valid.sum(1))
-        return MarsOutput(self.logits(h), new_cache)
+        return MarsOutput(self.logits(h, vocab), new_cache)
 
     # ---- construction and checkpoints (I/O lives in mars_ref/checkpoint.py) -----------------------------------
     @classmethod

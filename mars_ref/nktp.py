@@ -6,6 +6,9 @@ The suffix (from <boi> on) attends bidirectionally; the caption is causal and ca
 codebook token or <mask>, and its logits predict ITS OWN token (no shift, as in MaskGIT/Muse).
 Decoding is MaskGIT-style: at each step every masked slot is sampled, and the `counts[step]` most confident
 masked slots are kept; a schedule (cosine, linear, or a constant K) sets the counts.
+Each pass writes the suffix's keys into a StaticKVCache after the cached caption (in place, discarded after the
+pass) and computes, filters and softmaxes only the codebook's logits (the ids a high-res slot may hold); the
+softmax is shared by the sampler and the confidences.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from mars_ref.losses import LossStats, ntp_loss
 from mars_ref.model import MarsModel, token_positions
 from mars_ref.sampling import (
     cfg_combine,
-    codebook_mask,
+    codebook_ids,
+    decode_forward,
     filter_logits,
     make_generators,
     pad_left,
-    restrict_to,
     sample_rows,
+    static_cache,
 )
 
 SCHEDULES: dict[str, Callable[[float], float]] = {
@@ -98,12 +102,14 @@ def nktp_generate(model: MarsModel, prefix_ids_list: Sequence[Sequence[int]], lo
                   hi_grid: tuple[int, int], *, seeds: Sequence[int] | None, k: int | None = None,
                   steps: int | None = None, schedule: str = "cosine", temperature: float = 1.0,
                   top_k: int | None = None, top_p: float | None = None, cfg_scale: float | None = None,
-                  null_ids: Sequence[int] = (), choice_temperature: float = 0.0) -> NktpResult:
+                  null_ids: Sequence[int] = (), choice_temperature: float = 0.0,
+                  compile: bool = False) -> NktpResult:
     """Fill the h*w high-res grid for each (caption, low-res codes (B, N0)) pair, K tokens per forward pass.
 
     seeds: one per row (None or temperature 0 = greedy). cfg_scale: None = no guidance; otherwise null captions
     (`null_ids`, default empty) with the same low-res tokens run alongside. choice_temperature > 0 adds annealed
-    Gumbel noise to the confidences (MaskGIT); 0 keeps the most probable samples.
+    Gumbel noise to the confidences (MaskGIT); 0 keeps the most probable samples. compile: see
+    mars_ref.sampling (the passes have one shape, so it compiles once).
     """
     cfg, dev = model.config, model.embed_text.weight.device
     B, N = len(prefix_ids_list), hi_grid[0] * hi_grid[1]
@@ -117,29 +123,31 @@ def nktp_generate(model: MarsModel, prefix_ids_list: Sequence[Sequence[int]], lo
     if cfg_scale is not None:
         lowres = lowres.repeat(2, 1)
     model.eval()
-    prefix = model(pad_left(rows, cfg.pad_id, dev), use_cache=True, keep_last=1).cache
+    prompt = pad_left(rows, cfg.pad_id, dev)  # (R, P)
     suffix = stage3_suffix(cfg, lowres, None, N)  # (R, S)
+    cache = static_cache(model, len(rows), prompt.shape[1] + suffix.shape[1])
+    codes, fwd = codebook_ids(cfg), decode_forward(model, compile)
+    model(prompt, cache=cache, keep_last=1, vocab=slice(cfg.boi_id, cfg.boi_id + 1))  # the caption's keys only
     rel = suffix_positions(cfg, lowres.shape[1], hi_grid)
-    positions = None if rel is None else prefix.next_pos[:, None] + rel.to(dev)  # (R, S)
-    allowed = codebook_mask(cfg, dev)
+    positions = None if rel is None else cache.next_pos[:, None] + rel.to(dev)  # (R, S)
     tokens = torch.full((B, N), -1, dtype=torch.long, device=dev)
     for step, n_fill in enumerate(counts):
-        logits = model(suffix, cache=prefix, positions=positions, suffix_start=prefix.length,
-                       keep_last=N).logits.float()  # (R, N, V)
+        with cache.scratch():  # the suffix's keys go after the caption's and are forgotten after the pass
+            logits = fwd(suffix, is_image=True, cache=cache, positions=positions, suffix_start=cache.length,
+                         keep_last=N, vocab=codes).logits.float()  # (R, N, C)
         if cfg_scale is not None:
-            logits = cfg_combine(logits[:B], logits[B:], cfg_scale)  # (B, N, V)
-        logits = restrict_to(logits, allowed)
+            logits = cfg_combine(logits[:B], logits[B:], cfg_scale)  # (B, N, C)
         if not greedy:
             logits = filter_logits(logits, temperature, top_k, top_p)
-        probs = torch.softmax(logits, -1)  # (B, N, V)
-        sampled = sample_rows(logits, gens)  # (B, N): one uniform per slot from each row's generator
+        probs = torch.softmax(logits, -1)  # (B, N, C)
+        sampled = sample_rows(logits, gens, probs=probs)  # (B, N): one uniform per slot from each row's generator
         conf = probs.gather(-1, sampled[..., None])[..., 0].clamp_min(1e-30).log()  # (B, N)
         if choice_temperature > 0 and gens is not None:
             g = torch.stack([torch.rand(N, generator=g, device=g.device) for g in gens]).to(dev)
             conf = conf + choice_temperature * (1 - (step + 1) / len(counts)) * -torch.log(-torch.log(g.clamp(1e-20, 1)))
         conf = conf.masked_fill(tokens >= 0, float("-inf"))  # only masked slots compete
         pick = conf.topk(n_fill, dim=-1).indices  # (B, n_fill)
-        tokens.scatter_(1, pick, sampled.gather(1, pick) - cfg.codebook_offset)
+        tokens.scatter_(1, pick, sampled.gather(1, pick))
         filled = tokens.clamp(min=0) + cfg.codebook_offset
         hi = torch.where(tokens >= 0, filled, torch.full_like(tokens, cfg.mask_id))  # (B, N)
         suffix[:, -N:] = hi.repeat(2, 1) if cfg_scale is not None else hi

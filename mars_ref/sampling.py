@@ -5,19 +5,33 @@ Reproducibility: every generated sequence owns a `torch.Generator` seeded by `im
 and draws exactly one uniform number per sampled token from it, so a sequence's tokens depend only on its prompt,
 its seed and the settings - not on the batch it shares or on the number of processes.
 Filter order per step: CFG on raw logits -> restrict to the allowed ids -> temperature -> top-k -> top-p -> sample.
+
+Decoding (decisions):
+- The KV cache is a StaticKVCache sized for the whole generation, written in place (mars_ref/model.py).
+- CFG's conditional and null rows run as one batch (rows B..2B-1 are the null captions) in every forward.
+- Logits are computed only over the contiguous id range that covers what a row may emit (the codebook at image
+  positions, text (+ <boi>) in text mode, <eoi> after a full grid) and filtered and sampled over that range.
+  This draws the same tokens as the full joint vocabulary with the rest at -inf: an id at -inf has probability 0
+  and adds exactly 0 to the softmax sum and the CDF (tests/test_sampling.py checks tokens and probabilities bit
+  for bit against the full-vocabulary path).
+- compile=True runs the decoding steps through `torch.compile(model, dynamic=True)` (made once per model). Off by
+  default: on one CPU thread it made steps only ~1.1x faster after a compile of one to two minutes
+  (benchmarks/results/decode.json). Its logits match the eager ones only to float rounding, so byte-identity
+  across batch sizes and process counts is a property of the eager path.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from mars_ref.config import MarsConfig
 from mars_ref.errors import MarsRefError
-from mars_ref.model import MarsModel
+from mars_ref.model import MarsModel, MarsOutput, StaticKVCache
 
 NEG_INF = float("-inf")
 
@@ -73,6 +87,11 @@ def text_mask(cfg: MarsConfig, device=None, extra: Sequence[int] = ()) -> Tensor
     return allowed
 
 
+def codebook_ids(cfg: MarsConfig) -> slice:
+    """The joint ids of the codebook entries: what an image position may emit."""
+    return slice(cfg.codebook_offset, cfg.codebook_offset + cfg.codebook_size)
+
+
 def restrict_to_codebook(logits: Tensor, cfg: MarsConfig) -> Tensor:
     """Image positions may only emit codebook entries."""
     return restrict_to(logits, codebook_mask(cfg, logits.device))
@@ -93,10 +112,12 @@ def make_generators(seeds: Sequence[int], device: torch.device | str = "cpu") ->
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
-def sample_rows(logits: Tensor, generators: Sequence[torch.Generator] | None, n: int = 1) -> Tensor:
+def sample_rows(logits: Tensor, generators: Sequence[torch.Generator] | None, n: int = 1,
+                probs: Tensor | None = None) -> Tensor:
     """Sample n ids per row of logits (B, n, V) or (B, V) by inverse CDF with n uniforms from that row's generator.
 
     generators=None means greedy (argmax). Ids with probability 0 (filtered to -inf) are never drawn.
+    probs: softmax(logits.float()) if the caller has computed it already (same shape as logits).
     """
     squeeze = logits.dim() == 2
     lg = logits[:, None] if squeeze else logits  # (B, n, V)
@@ -106,7 +127,8 @@ def sample_rows(logits: Tensor, generators: Sequence[torch.Generator] | None, n:
         if len(generators) != lg.shape[0]:
             raise MarsRefError(f"{len(generators)} generators for {lg.shape[0]} rows")
         u = torch.stack([torch.rand(lg.shape[1], generator=g, device=g.device) for g in generators]).to(lg.device)
-        cdf = torch.softmax(lg.float(), dim=-1).cumsum(-1)  # (B, n, V)
+        p = torch.softmax(lg.float(), dim=-1) if probs is None else (probs[:, None] if squeeze else probs)
+        cdf = p.cumsum(-1)  # (B, n, V)
         out = torch.searchsorted(cdf, (u * cdf[..., -1])[..., None], right=True)[..., 0]
         out = out.clamp(max=lg.shape[-1] - 1)
     return out[:, 0] if squeeze else out
@@ -126,17 +148,36 @@ def _device(model: MarsModel) -> torch.device:
     return model.embed_text.weight.device
 
 
+def static_cache(model: MarsModel, batch: int, capacity: int) -> StaticKVCache:
+    """A KV cache for `capacity` positions in the model's dtype and device."""
+    w = model.embed_text.weight
+    return StaticKVCache(model.config, batch, capacity, w.dtype, w.device)
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def decode_forward(model: MarsModel, compile: bool = False) -> Callable[..., MarsOutput]:
+    """The forward that decoding steps call: the model, or with compile=True its torch.compile (made once per model,
+    dynamic shapes since the attended length grows every step)."""
+    if not compile:
+        return model
+    if model not in _COMPILED:
+        _COMPILED[model] = torch.compile(model, dynamic=True)
+    return _COMPILED[model]
+
+
 # ---- image generation (Stage I/II: next-token prediction) ------------------------------------------------------
 @torch.inference_mode()
 def generate_image_tokens(model: MarsModel, prompt_ids_list: Sequence[Sequence[int]], grid_hw: tuple[int, int], *,
                           seeds: Sequence[int] | None, cfg_scale: float | None = None, temperature: float = 1.0,
                           top_k: int | None = None, top_p: float | None = None,
-                          null_ids: Sequence[int] = ()) -> Tensor:
+                          null_ids: Sequence[int] = (), compile: bool = False) -> Tensor:
     """Sample an image grid for each prompt (caption ids, without <boi>); returns codebook indices (B, h*w).
 
     Each sequence is `prompt <boi>` followed by h*w codebook tokens. cfg_scale: None = no guidance; otherwise a
     null-caption batch (`null_ids <boi>`, default the empty caption) runs alongside and logits are combined.
-    seeds: one per prompt (see image_seed); None or temperature 0 = greedy.
+    seeds: one per prompt (see image_seed); None or temperature 0 = greedy. Logits are the codebook's only.
     """
     cfg, dev = model.config, _device(model)
     B, N = len(prompt_ids_list), grid_hw[0] * grid_hw[1]
@@ -146,20 +187,22 @@ def generate_image_tokens(model: MarsModel, prompt_ids_list: Sequence[Sequence[i
     if cfg_scale is not None:
         rows += [list(null_ids) + [cfg.boi_id]] * B
     model.eval()
-    out = model(pad_left(rows, cfg.pad_id, dev), use_cache=True, keep_last=1)
-    allowed = codebook_mask(cfg, dev)
+    prompt = pad_left(rows, cfg.pad_id, dev)  # (R, L)
+    cache = static_cache(model, len(rows), prompt.shape[1] + max(N - 1, 0))  # the last token is never fed
+    codes, step = codebook_ids(cfg), decode_forward(model, compile)
+    logits = model(prompt, cache=cache, keep_last=1, vocab=codes).logits[:, -1]  # (R, C)
     tokens = []
-    for step in range(N):
-        logits = out.logits[:, -1].float()  # (R, V)
+    for i in range(N):
+        logits = logits.float()
         if cfg_scale is not None:
-            logits = cfg_combine(logits[:B], logits[B:], cfg_scale)  # (B, V)
-        logits = restrict_to(logits, allowed)
+            logits = cfg_combine(logits[:B], logits[B:], cfg_scale)  # (B, C)
         tok = sample_rows(logits if greedy else filter_logits(logits, temperature, top_k, top_p), gens)  # (B,)
         tokens.append(tok)
-        if step + 1 < N:
-            feed = tok.repeat(2) if cfg_scale is not None else tok
-            out = model(feed[:, None], cache=out.cache, keep_last=1)
-    return torch.stack(tokens, dim=1) - cfg.codebook_offset  # (B, N)
+        if i + 1 < N:
+            feed = tok + cfg.codebook_offset
+            feed = feed.repeat(2) if cfg_scale is not None else feed  # (R,)
+            logits = step(feed[:, None], is_image=True, cache=cache, keep_last=1, vocab=codes).logits[:, -1]  # (R, C)
+    return torch.stack(tokens, dim=1)  # (B, N)
 
 
 # ---- text and joint generation ---------------------------------------------------------------------------------
@@ -193,11 +236,24 @@ def _open_image_length(ids: Sequence[int], cfg: MarsConfig) -> int:
     return -1 if cfg.eoi_id in ids[last:] else len(ids) - last - 1
 
 
+def _emit_range(n_img: Tensor, N: int, cfg: MarsConfig, grid: bool) -> slice:
+    """The smallest id range covering what the rows may emit next: text (+ <boi> with a grid), codebook entries
+    (0 <= n_img < N), <eoi> (n_img == N). Reads which modes occur (a host sync) only when images are possible."""
+    if not grid:
+        return slice(0, cfg.text_vocab_size)
+    spans = [(0, cfg.boi_id + 1)] if bool((n_img < 0).any()) else []
+    if bool(((n_img >= 0) & (n_img < N)).any()):
+        spans.append((cfg.codebook_offset, cfg.codebook_offset + cfg.codebook_size))
+    if bool((n_img >= N).any()):
+        spans.append((cfg.eoi_id, cfg.eoi_id + 1))
+    return slice(min(a for a, _ in spans), max(b for _, b in spans))
+
+
 @torch.inference_mode()
 def generate_joint(model: MarsModel, prompt_ids_list: Sequence[Sequence[int]], max_new_tokens: int, *,
                    grid_hw: tuple[int, int] | None, seeds: Sequence[int] | None = None, temperature: float = 1.0,
                    top_k: int | None = None, top_p: float | None = None,
-                   eos_id: int | None = None) -> list[list[int]]:
+                   eos_id: int | None = None, compile: bool = False) -> list[list[int]]:
     """Generate sequences that may carry text and image blocks; returns the new ids per prompt (stop at eos_id).
 
     A per-row state machine: in text mode a row may emit text ids or <boi> (only if grid_hw is given); after <boi>
@@ -216,23 +272,31 @@ def generate_joint(model: MarsModel, prompt_ids_list: Sequence[Sequence[int]], m
     eoi_allowed = torch.zeros_like(image_allowed)
     eoi_allowed[cfg.eoi_id] = True
     model.eval()
-    out = model(pad_left([list(p) for p in prompt_ids_list], cfg.pad_id, dev), use_cache=True, keep_last=1)
+    prompt = pad_left([list(p) for p in prompt_ids_list], cfg.pad_id, dev)  # (B, L)
+    cache = static_cache(model, B, prompt.shape[1] + max(max_new_tokens - 1, 0))
     n_img = torch.tensor([_open_image_length(p, cfg) for p in prompt_ids_list], device=dev)  # -1: text mode
+    vocab, step = _emit_range(n_img, N, cfg, bool(grid_hw)), decode_forward(model, compile)
+    logits = model(prompt, cache=cache, keep_last=1, vocab=vocab).logits[:, -1]  # (B, hi - lo)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     generated: list[Tensor] = []
     for _ in range(max_new_tokens):
-        allowed = torch.where((n_img < 0)[:, None], text_allowed,
-                              torch.where((n_img < N)[:, None], image_allowed, eoi_allowed))  # (B, V)
-        logits = restrict_to(out.logits[:, -1].float(), allowed)
+        logits = logits.float()
+        if grid_hw:  # without a grid every row is in text mode and the range is exactly the text ids
+            allowed = torch.where((n_img < 0)[:, None], text_allowed,
+                                  torch.where((n_img < N)[:, None], image_allowed, eoi_allowed))  # (B, V)
+            logits = restrict_to(logits, allowed[:, vocab])
         tok = sample_rows(logits if greedy else filter_logits(logits, temperature, top_k, top_p), gens)  # (B,)
+        tok = tok + vocab.start
         tok = torch.where(done, torch.full_like(tok, eos_id if eos_id is not None else cfg.pad_id), tok)
         generated.append(tok)
         n_img = torch.where(tok == cfg.boi_id, 0, torch.where(tok == cfg.eoi_id, -1, n_img + (n_img >= 0).long()))
         if eos_id is not None:
             done |= tok == eos_id
-        if bool(done.all()):
+        if bool(done.all()) or len(generated) == max_new_tokens:
             break
-        out = model(tok[:, None], cache=out.cache, keep_last=1)
+        vocab = _emit_range(n_img, N, cfg, bool(grid_hw))
+        logits = step(tok[:, None], is_image=None if grid_hw else False, cache=cache, keep_last=1,
+                      vocab=vocab).logits[:, -1]
     if not generated:
         return [[] for _ in range(B)]
     gen = torch.stack(generated, dim=1).tolist()  # (B, T)
@@ -241,7 +305,7 @@ def generate_joint(model: MarsModel, prompt_ids_list: Sequence[Sequence[int]], m
 
 def generate_text(model: MarsModel, prompt_ids_list: Sequence[Sequence[int]], max_new_tokens: int, *,
                   seeds: Sequence[int] | None = None, temperature: float = 0.0, top_k: int | None = None,
-                  top_p: float | None = None, eos_id: int | None = None) -> list[list[int]]:
+                  top_p: float | None = None, eos_id: int | None = None, compile: bool = False) -> list[list[int]]:
     """Text continuation (greedy by default) over the text vocabulary: the base LLM's distribution exactly."""
     return generate_joint(model, prompt_ids_list, max_new_tokens, grid_hw=None, seeds=seeds, temperature=temperature,
-                          top_k=top_k, top_p=top_p, eos_id=eos_id)
+                          top_k=top_k, top_p=top_p, eos_id=eos_id, compile=compile)

@@ -1,4 +1,5 @@
-"""MarsConfig validation, paper initialisation, modality routing, KV cache, attention masks and bf16 autocast."""
+"""MarsConfig validation, paper initialisation, modality routing, KV caches (growing and static), vocabulary-restricted
+logits, attention masks and bf16 autocast."""
 
 import json
 
@@ -7,7 +8,7 @@ import torch
 
 from mars_ref.config import SPECIAL_TOKENS, MarsConfig
 from mars_ref.errors import MarsRefError
-from mars_ref.model import MarsModel, causal_mask
+from mars_ref.model import MarsModel, StaticKVCache, causal_mask
 
 torch.set_num_threads(1)
 
@@ -223,6 +224,70 @@ def test_prefix_cache_plus_suffix_equals_full_suffix_forward():
         again = m(ids[:, 5:], cache=cache, suffix_start=5).logits  # the cache was not mutated
     torch.testing.assert_close(part, full, atol=1e-5, rtol=0)
     assert torch.equal(part, again)
+
+
+def test_static_cache_decode_equals_growing_cache_bit_for_bit():
+    """Prefill, one-token steps and a 2-token chunk written in place give the growing cache's logits exactly."""
+    m = tiny()
+    cfg = m.config
+    ids = mixed_ids(cfg, B=3)
+    ids[0, :3] = cfg.pad_id  # left padding in one row
+    static = StaticKVCache(cfg, 3, 18)  # ids has 16 positions
+    with torch.no_grad():
+        grow = m(ids[:, :6], use_cache=True)
+        fixed = m(ids[:, :6], cache=static)
+        assert fixed.cache is static and static.length == 6 and torch.equal(fixed.logits, grow.logits)
+        for t in range(6, 10):
+            grow, fixed = m(ids[:, t:t + 1], cache=grow.cache), m(ids[:, t:t + 1], cache=static)
+            assert torch.equal(fixed.logits, grow.logits)
+        grow, fixed = m(ids[:, 10:12], cache=grow.cache), m(ids[:, 10:12], cache=static)
+        assert torch.equal(fixed.logits, grow.logits)
+    assert static.length == 12 and torch.equal(static.valid, grow.cache.valid)
+    assert torch.equal(static.next_pos, grow.cache.next_pos)
+    for i in range(cfg.num_hidden_layers):
+        assert torch.equal(static.keys[i][:, :, :12], grow.cache.keys[i])
+        assert torch.equal(static.values[i][:, :, :12], grow.cache.values[i])
+    assert static.nbytes == 2 * cfg.num_hidden_layers * 3 * cfg.num_key_value_heads * 18 * cfg.head_dim * 4 + 3 * 18
+    with pytest.raises(MarsRefError, match="holds 18 positions; 19 needed"):
+        m(ids[:, :7], cache=static)
+
+
+def test_static_cache_scratch_reruns_a_suffix_on_one_prefix():
+    m = tiny()
+    ids = mixed_ids(m.config)[:, :12]
+    static = StaticKVCache(m.config, 2, 12)
+    with torch.no_grad():
+        full = m(ids, suffix_start=5).logits[:, 5:]
+        m(ids[:, :5], cache=static)
+        for _ in range(2):  # the second pass sees only the prefix again, not the first pass's suffix
+            with static.scratch():
+                part = m(ids[:, 5:], cache=static, suffix_start=5).logits
+                assert static.length == 12
+            assert static.length == 5
+            torch.testing.assert_close(part, full, atol=1e-5, rtol=0)
+
+
+def test_vocab_slice_gives_those_columns_of_the_joint_logits():
+    m = tiny()
+    cfg = m.config
+    ids = mixed_ids(cfg)
+    with torch.no_grad():
+        full = m(ids).logits
+        for lo, hi in [(0, cfg.text_vocab_size), (cfg.codebook_offset, cfg.codebook_offset + cfg.codebook_size),
+                       (cfg.eoi_id, cfg.eoi_id + 1), (0, cfg.boi_id + 1), (7, cfg.vocab_size), (0, cfg.vocab_size)]:
+            part = m(ids, vocab=slice(lo, hi)).logits
+            assert part.shape == (*ids.shape, hi - lo)
+            torch.testing.assert_close(part, full[..., lo:hi], atol=1e-5, rtol=0)  # other GEMM shapes: float rounding
+
+
+def test_uniform_routing_hint_equals_the_token_rule():
+    m = tiny()
+    cfg = m.config
+    img = mixed_ids(cfg)[:, 5:12]  # <boi> and codebook tokens only
+    text = mixed_ids(cfg)[:, :5]
+    with torch.no_grad():
+        assert torch.equal(m(img, is_image=True).logits, m(img).logits)
+        assert torch.equal(m(text, is_image=False).logits, m(text).logits)
 
 
 def test_keep_last_logits():

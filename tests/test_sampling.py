@@ -1,5 +1,6 @@
 """Sampling engine: filters against independent reference computations, seeded sampling, batch-size invariance,
-CFG, KV-cache generation against full recomputation, text generation against transformers' generate."""
+CFG, KV-cache generation against full recomputation, text generation against transformers' generate, and the
+decoding shortcuts (static cache, logits of the allowed id range only) against the full-vocabulary loop they replace."""
 
 import numpy as np
 import pytest
@@ -11,12 +12,14 @@ from mars_ref.model import MarsModel
 from mars_ref.sampling import (
     apply_temperature,
     cfg_combine,
+    codebook_ids,
     filter_logits,
     generate_image_tokens,
     generate_joint,
     generate_text,
     image_seed,
     make_generators,
+    pad_left,
     restrict_to,
     restrict_to_codebook,
     sample_rows,
@@ -189,3 +192,91 @@ def test_restrict_to_rows():
     allowed = torch.tensor([[True, False], [False, True]])
     out = restrict_to(torch.zeros(2, 2), allowed)
     assert torch.isinf(out[0, 1]) and torch.isinf(out[1, 0]) and out[0, 0] == 0
+
+
+# ---- decoding over the allowed id range only ---------------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_sampling_an_id_range_equals_the_full_vocabulary_bit_for_bit(preset):
+    """Decoding computes, filters and samples only the id range a row may emit. With the other ids at -inf the full
+    joint vocabulary gives the same probabilities, bit for bit, and so the same tokens from the same uniforms."""
+    cfg = MarsConfig.from_preset(preset)
+    g = torch.Generator().manual_seed(0)
+    seeds = [image_seed(1, i) for i in range(6)]
+    for vocab in [codebook_ids(cfg), slice(0, cfg.text_vocab_size), slice(3, cfg.codebook_offset + 5)]:
+        allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool)
+        allowed[vocab] = True
+        for kw in [dict(temperature=1.0, top_k=None, top_p=None), dict(temperature=0.7, top_k=50, top_p=0.9),
+                   dict(temperature=1.3, top_k=None, top_p=0.95)]:
+            for shape in [(6, cfg.vocab_size), (6, 5, cfg.vocab_size)]:  # decoding steps; NKTP's (B, N, V)
+                logits = torch.randn(shape, generator=g) * 3
+                full = filter_logits(restrict_to(logits, allowed), **kw)
+                part = filter_logits(logits[..., vocab], **kw)
+                probs = torch.softmax(part, -1)
+                assert torch.equal(torch.softmax(full, -1)[..., vocab], probs)
+                drawn = sample_rows(full, make_generators(seeds))
+                assert torch.equal(drawn, sample_rows(part, make_generators(seeds)) + vocab.start)
+                assert torch.equal(drawn, sample_rows(part, make_generators(seeds), probs=probs) + vocab.start)
+                assert torch.equal(sample_rows(full, None), sample_rows(part, None) + vocab.start)
+
+
+def previous_image_loop(m, prompts, grid, seeds, scale, **kw):
+    """generate_image_tokens as it was before the static cache: a cache grown by concatenation, logits over the whole
+    joint vocabulary, the codebook picked out by a -inf mask."""
+    cfg = m.config
+    B, N = len(prompts), grid[0] * grid[1]
+    gens = make_generators(seeds)
+    rows = [list(p) + [cfg.boi_id] for p in prompts] + [[cfg.boi_id]] * B
+    out = m(pad_left(rows, cfg.pad_id), use_cache=True, keep_last=1)
+    tokens = []
+    for _ in range(N):
+        logits = restrict_to_codebook(cfg_combine(out.logits[:B, -1], out.logits[B:, -1], scale), cfg)
+        tokens.append(sample_rows(filter_logits(logits, **kw), gens))
+        out = m(tokens[-1].repeat(2)[:, None], cache=out.cache, keep_last=1)
+    return torch.stack(tokens, 1) - cfg.codebook_offset
+
+
+def test_image_generation_equals_the_previous_full_vocabulary_loop():
+    m = tiny()
+    seeds = [image_seed(3, i) for i in range(6)]
+    kw = dict(temperature=0.9, top_k=20, top_p=0.9)
+    with torch.no_grad():
+        ref = previous_image_loop(m, PROMPTS[:6], (3, 3), seeds, 2.5, **kw)
+    assert torch.equal(generate_image_tokens(m, PROMPTS[:6], (3, 3), seeds=seeds, cfg_scale=2.5, **kw), ref)
+
+
+def test_joint_generation_equals_the_previous_full_vocabulary_loop():
+    """Rows in text, image and <eoi> mode at once: the id range covers them all and each row's mask does the rest."""
+    m = tiny()
+    cfg = m.config
+    prompts = [[10, 11, 12, cfg.boi_id], [13, 14], [15, cfg.boi_id, cfg.codebook_offset + 3], [16, 17, 18, 19]]
+    seeds, N = [image_seed(2, i) for i in range(4)], 4
+    with torch.no_grad():
+        m.vision_head.weight[cfg.boi_id - cfg.codebook_offset] += 0.5  # text rows open images now and then
+    ours = generate_joint(m, prompts, 14, grid_hw=(2, 2), seeds=seeds, temperature=1.0, top_k=40)
+    gens, n_img = make_generators(seeds), torch.tensor([0, -1, 1, -1])
+    text, image, eoi = (torch.zeros(cfg.vocab_size, dtype=torch.bool) for _ in range(3))
+    text[:cfg.text_vocab_size] = text[cfg.boi_id] = True
+    image[codebook_ids(cfg)] = eoi[cfg.eoi_id] = True
+    with torch.no_grad():
+        out = m(pad_left(prompts, cfg.pad_id), use_cache=True, keep_last=1)
+        ref = []
+        for _ in range(14):
+            allowed = torch.where((n_img < 0)[:, None], text, torch.where((n_img < N)[:, None], image, eoi))
+            tok = sample_rows(filter_logits(restrict_to(out.logits[:, -1], allowed), 1.0, 40, None), gens)
+            ref.append(tok)
+            n_img = torch.where(tok == cfg.boi_id, 0, torch.where(tok == cfg.eoi_id, -1, n_img + (n_img >= 0).long()))
+            out = m(tok[:, None], cache=out.cache, keep_last=1)
+    assert ours == torch.stack(ref, 1).tolist()
+    assert any(cfg.boi_id in row for row in ours[1::2])  # a text-mode prompt did switch to an image
+
+
+@pytest.mark.slow
+def test_compiled_decoding_draws_the_same_tokens():
+    """compile=True (torch.compile of the decoding steps; minutes to compile on a CPU) samples the same tokens here:
+    its logits match the eager ones to float rounding, so equality is expected, not guaranteed, in general."""
+    m = tiny()
+    seeds = [image_seed(4, i) for i in range(4)]
+    kw = dict(cfg_scale=2.0, top_k=30)
+    eager = generate_image_tokens(m, PROMPTS[:4], (2, 3), seeds=seeds, **kw)
+    assert torch.equal(generate_image_tokens(m, PROMPTS[:4], (2, 3), seeds=seeds, compile=True, **kw), eager)
+    assert generate_text(m, PROMPTS[:4], 6, compile=True) == generate_text(m, PROMPTS[:4], 6)

@@ -1,5 +1,5 @@
-"""Stage III: NKTP schedules, iterative masked decoding (counts per pass, no mask left), batch invariance, and the
-masked-token / next-token losses against independent computations."""
+"""Stage III: NKTP schedules, iterative masked decoding (counts per pass, no mask left), batch invariance, equality with
+the full-vocabulary loop it replaced, and the masked-token / next-token losses against independent computations."""
 
 import math
 
@@ -12,7 +12,15 @@ from mars_ref.errors import MarsRefError
 from mars_ref.losses import ntp_loss, ntp_targets
 from mars_ref.model import MarsModel
 from mars_ref.nktp import nktp_generate, nktp_loss, nktp_schedule, stage3_suffix, suffix_positions
-from mars_ref.sampling import image_seed
+from mars_ref.sampling import (
+    cfg_combine,
+    filter_logits,
+    image_seed,
+    make_generators,
+    pad_left,
+    restrict_to_codebook,
+    sample_rows,
+)
 
 torch.set_num_threads(1)
 
@@ -73,6 +81,41 @@ def test_nktp_batch_invariant_with_cfg():
     ones = torch.cat([nktp_generate(m, prompts[i:i + 1], lowres[i:i + 1], (2, 3), seeds=seeds[i:i + 1], **kw).tokens
                       for i in range(4)])
     assert torch.equal(full, ones)
+
+
+def previous_nktp_loop(m, prompts, lowres, grid, seeds, counts, scale, top_k, choice_temperature):
+    """nktp_generate as it was before the static cache: the caption's KVCache concatenated with the suffix every pass,
+    logits, filters and softmax over the whole joint vocabulary with the codebook picked out by a -inf mask."""
+    cfg = m.config
+    B, N = len(prompts), grid[0] * grid[1]
+    gens = make_generators(seeds)
+    prefix = m(pad_left(prompts + [[]] * B, cfg.pad_id), use_cache=True, keep_last=1).cache
+    suffix = stage3_suffix(cfg, lowres.repeat(2, 1), None, N)
+    tokens = torch.full((B, N), -1)
+    for step, n_fill in enumerate(counts):
+        logits = m(suffix, cache=prefix, suffix_start=prefix.length, keep_last=N).logits
+        logits = filter_logits(restrict_to_codebook(cfg_combine(logits[:B], logits[B:], scale), cfg), 1.0, top_k, None)
+        sampled = sample_rows(logits, gens)
+        conf = torch.softmax(logits, -1).gather(-1, sampled[..., None])[..., 0].clamp_min(1e-30).log()
+        g = torch.stack([torch.rand(N, generator=g) for g in gens])
+        conf = conf + choice_temperature * (1 - (step + 1) / len(counts)) * -torch.log(-torch.log(g.clamp(1e-20, 1)))
+        pick = conf.masked_fill(tokens >= 0, float("-inf")).topk(n_fill, dim=-1).indices
+        tokens.scatter_(1, pick, sampled.gather(1, pick) - cfg.codebook_offset)
+        hi = torch.where(tokens >= 0, tokens.clamp(min=0) + cfg.codebook_offset, cfg.mask_id)
+        suffix[:, -N:] = hi.repeat(2, 1)
+    return tokens
+
+
+def test_nktp_equals_the_previous_full_vocabulary_loop():
+    m = tiny()
+    prompts = [[3, 4, 5], [6], [7, 8]]
+    lowres = torch.randint(0, m.config.codebook_size, (3, 4), generator=torch.Generator().manual_seed(4))
+    seeds = [image_seed(5, i) for i in range(3)]
+    ours = nktp_generate(m, prompts, lowres, (3, 3), seeds=seeds, steps=4, cfg_scale=2.0, top_k=20,
+                         choice_temperature=1.5)
+    with torch.no_grad():
+        ref = previous_nktp_loop(m, prompts, lowres, (3, 3), seeds, ours.counts, 2.0, 20, 1.5)
+    assert torch.equal(ours.tokens, ref)
 
 
 def test_nktp_greedy_single_pass_is_argmax_of_all_masked_forward():
