@@ -15,8 +15,8 @@ Decoding (decisions):
   and adds exactly 0 to the softmax sum and the CDF (tests/test_sampling.py checks tokens and probabilities bit
   for bit against the full-vocabulary path).
 - compile=True runs the decoding steps through `torch.compile(model, dynamic=True)` (made once per model). Off by
-  default: on one CPU thread it made steps only ~1.1x faster after a compile of one to two minutes
-  (benchmarks/results/decode.json). Its logits match the eager ones only to float rounding, so byte-identity
+  default: on one CPU thread it made image decoding at batch 16 only ~1.15x faster, after a compile of 20 s to
+  2.5 min on the shared machine (benchmarks/results/decode.json). Its logits match the eager ones only to float rounding, so byte-identity
   across batch sizes and process counts is a property of the eager path.
 """
 
