@@ -27,6 +27,20 @@ def test_table3_lists_the_stage_one_expert_model_twice(tmp_path):
     assert Ablation._table3(other, rows) == rows
 
 
+def test_a_dense_caption_preset_adds_the_short_captions_ablation(tmp_path):
+    """Stage I of a dense+short preset is ablated against the same Stage I on short captions only; its cache keys
+    differ from the preset's own Stage I, and a short-caption preset has no such row."""
+    from mars_eval.recipe.pipeline import Artifacts
+
+    ci = Preset.load("ci")
+    assert Ablation(Artifacts(ci, tmp_path), tmp_path, budget(ci))._short_captions_arts() is None
+    dense = Preset("ci-dense", {**ci.tables, "data": {"captions": "dense+short", "p_dense": 0.5}})
+    short = Ablation(Artifacts(dense, tmp_path), tmp_path, budget(dense))._short_captions_arts()
+    assert short.preset.tables["data"] == {"captions": "short", "p_dense": 0.5}
+    assert short.cache == tmp_path and {k: v for k, v in short.preset.tables.items() if k != "data"} == {
+        k: v for k, v in dense.tables.items() if k != "data"}
+
+
 @pytest.mark.slow
 def test_ablate_ci_preset_end_to_end_and_resume(tmp_path):
     from mars_eval.cli.main import main

@@ -57,3 +57,17 @@ def test_a_preset_file_with_bad_toml_or_a_bad_value_is_rejected(tmp_path):
 def test_unknown_preset_names_list_the_known_ones():
     with pytest.raises(MarsEvalError, match="known: ci, small, xs"):
         Preset.load("huge")
+
+
+@pytest.mark.parametrize("table, match", [
+    ('captions = "long"', "captions must be one of"),
+    ("p_dense = 1.5", "p_dense must be a number in"),
+    ("p_dance = 0.5", "unknown keys"),
+])
+def test_a_bad_data_table_is_a_one_line_error(tmp_path, table, match):
+    text = resources.files("mars_eval.recipe").joinpath("presets/ci.toml").read_text(encoding="utf-8")
+    f = tmp_path / "p.toml"
+    f.write_text(text + f"\n[data]\n{table}\n", encoding="utf-8")
+    with pytest.raises(MarsEvalError, match=match) as e:
+        Preset.load(str(f))
+    assert "\n" not in str(e.value) and "p.toml" in str(e.value)

@@ -12,6 +12,7 @@ built here (deterministic, cheap). `from_scratch=True` ignores the kit and build
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 DONE = "DONE.json"
 TABLES = ("world", "tokenizer", "model", "vq", "stage0", "stageI", "stageII", "stageIII")
 # world CLIP / judges settings, the ablation's evaluation budget, the pretrained kit (mars_eval.kit.store)
-OPTIONAL_TABLES = ("clip", "judges", "ablate", "kit")
+# Stage I's caption policy and task mix (mars_eval.recipe.stages.StageIData)
+OPTIONAL_TABLES = ("clip", "judges", "ablate", "kit", "data")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,13 @@ class Preset:
             tables["kit"] = check_kit_table(tables["kit"], path.parent if path.suffix else None, source)
         preset = cls(path.stem if path.suffix else spec, tables)
         _check_tables(tables, source)  # validate now, not an hour into a run
+        if "data" in tables:
+            from mars_eval.recipe.stages import StageIData
+
+            try:
+                StageIData.from_table(tables["data"])
+            except MarsEvalError as e:
+                raise MarsEvalError(f"{source}: {e}") from None
         for st in ("stage0", "stageI", "stageII", "stageIII"):
             try:
                 preset.train_config(st)
@@ -299,7 +308,7 @@ class Artifacts:
 
     def stage(self, stage: str, init: Path | None, visual_expert: bool = True, seed: int = 0) -> Path:
         """Train a stage (resuming an unfinished run) and return its exported model directory."""
-        from mars_eval.recipe.stages import run_stage
+        from mars_eval.recipe.stages import StageIData, run_stage
 
         table = {"0": "stage0", "I": "stageI", "II": "stageII", "III": "stageIII"}[stage]
         cfg = self.preset.train_config(table, seed=seed, **self.overrides)
@@ -310,6 +319,9 @@ class Artifacts:
                "model": self.preset.tables["model"], "init": self._ident(init), "expert": visual_expert,
                "world": str(self.world()), "tok": self._ident(self.tokenizer_dir()),
                "vq": self._ident(self.vq_dir()) if stage != "0" else None}
+        data = StageIData.from_table(self.preset.tables.get("data"))
+        if stage == "I" and "data" in self.preset.tables:  # presets without [data] keep their cache keys
+            key["data"] = dataclasses.asdict(data)
         if stage == "III":
             from mars_eval.recipe.stages import STAGE3_POSITIONS
 
@@ -322,7 +334,7 @@ class Artifacts:
                                    world=self.world(), model_cfg=self.model_config(), tokenizer=self.tokenizer(),
                                    tokenizer_dir=self.tokenizer_dir(), vq=self.vq() if stage != "0" else None,
                                    vq_dir=self.vq_dir() if stage != "0" else None, cache_dir=self.cache,
-                                   init_dir=init, visual_expert=visual_expert)
+                                   init_dir=init, visual_expert=visual_expert, data=data)
             self._finish(d, {"stage": stage, "expert": visual_expert, "seed": seed, "results": results,
                              "seconds": _since(t0)})
         return d / "model"

@@ -32,6 +32,43 @@ STAGE3_POSITIONS = "aligned"  # Stage III suffix layout (mars_ref/nktp.py); "seq
 CORPUS = {"I": "stage1", "II": "stage2", "III": "stage3"}
 
 
+CAPTION_POLICIES = ("short", "dense+short")
+
+
+@dataclass(frozen=True)
+class StageIData:
+    """What Stage I trains on (a preset's optional `[data]` table; recorded with every result).
+
+    captions   "short": the T2I-CompBench-style captions only; "dense+short": a share `p_dense` of the text-to-image
+               examples is conditioned on the scene's dense caption (mars_ref.world.dense) instead
+    p_caption  share of captioning (image-to-text) examples, on short captions (what the captioning probe parses)
+    """
+
+    captions: str = "short"
+    p_dense: float = 0.5
+    p_caption: float = 0.5
+
+    def __post_init__(self):
+        if self.captions not in CAPTION_POLICIES:
+            raise MarsEvalError(f"[data] captions must be one of {', '.join(CAPTION_POLICIES)}, got {self.captions!r}")
+        for name in ("p_dense", "p_caption"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+                raise MarsEvalError(f"[data] {name} must be a number in [0, 1], got {v!r}")
+
+    @classmethod
+    def from_table(cls, table: dict | None) -> StageIData:
+        known = {"captions", "p_dense", "p_caption"}
+        unknown = sorted(set(table or {}) - known)
+        if unknown:
+            raise MarsEvalError(f"[data]: unknown keys {unknown}; known: {', '.join(sorted(known))}")
+        return cls(**(table or {}))
+
+    @property
+    def dense_share(self) -> float:
+        return self.p_dense if self.captions == "dense+short" else 0.0
+
+
 @dataclass(frozen=True)
 class TextLLM:
     """Stage 0 model: a randomly initialised transformers Qwen2ForCausalLM with the preset's dimensions."""
@@ -99,10 +136,9 @@ def text_lines(world: Path, tokenizer, max_len: int = 96) -> list[list[int]]:
 
 
 def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokenizer_dir: Path, vq, vq_dir: Path,
-              cache_dir: Path, init_dir: Path | None, visual_expert: bool = True, p_caption: float = 0.5,
-              p_dense: float = 0.0):
-    """(build_model, loss_fn, data) for a stage; Stage I conditions a share `p_dense` of its text-to-image examples
-    on dense captions."""
+              cache_dir: Path, init_dir: Path | None, visual_expert: bool = True,
+              data: StageIData = StageIData()):
+    """(build_model, loss_fn, data) for a stage; `data` sets Stage I's caption policy and task mix."""
     if stage == "0":
         data = objectives.TextData(text_lines(world, tokenizer), tokenizer.pad_token_id)
         return TextLLM(model_cfg.to_dict()), objectives.TextLMLoss(), data
@@ -116,10 +152,10 @@ def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokeniz
     cfg = build().config
     if stage == "III":
         return build, objectives.NKTPLoss(cfg), objectives.SuperResData(corpus, cfg)
-    pc = p_caption if stage == "I" else 0.0
-    data = objectives.ImageTextData(corpus, cfg, tokenizer.eos_token_id, p_caption=pc,
-                                    p_dense=p_dense if stage == "I" else 0.0)
-    return build, objectives.NTPLoss(cfg), data
+    first = stage == "I"
+    examples = objectives.ImageTextData(corpus, cfg, tokenizer.eos_token_id, p_caption=data.p_caption if first else 0.0,
+                                        p_dense=data.dense_share if first else 0.0)
+    return build, objectives.NTPLoss(cfg), examples
 
 
 def run_stage(stage: str, train_cfg: TrainConfig, out_dir: Path, *, nproc: int = 1, resume: bool = False,

@@ -48,6 +48,8 @@ VE, NO_VE = "w Visual Expert", "w/o Visual Expert"
 TABLE1 = "Table 1 (world): T2I-CompBench x 100, world judges, English prompts"
 TABLE3 = "Table 3 (world): SemVIE and multi-stage training, COCO-like split"
 TABLE_LANG = "English vs Chinese prompts: world T2I-CompBench x 100 (Stage III)"
+TABLE_PROMPT_USE = "Prompt use (teacher-forced image NLL, fresh world renders, short captions)"
+SHORT_ONLY = "w Visual Expert, short captions only"  # the caption-policy ablation of a dense+short preset
 
 
 @dataclass(frozen=True)
@@ -109,13 +111,29 @@ class Ablation:
         grid = [("I-noexpert", NO_VE, "I", False, noexp), ("I-expert", VE, "I", True, {k: exp[k] for k in "0 I".split()}),
                 ("II-expert", "Stage II", "II", True, {k: exp[k] for k in ("0", "I", "II")}),
                 ("III-expert", "Stage III", "III", True, exp)]
+        short = self._short_captions_arts()
+        if short is not None:
+            grid.append(("I-expert-short", SHORT_ONLY, "I", True, short.through("I", visual_expert=True, seed=seed)))
         out = []
         for key, label, stage, expert, models in grid:
             path = self.out / "bundles" / f"{key}-s{seed}"
             if not (path / "bundle.json").is_file():
-                a.bundle(models, path, "expert" if expert else "no-expert")
+                (short if key == "I-expert-short" else a).bundle(models, path, "expert" if expert else "no-expert")
             out.append(Model(f"{key}-s{seed}", label, stage, expert, seed, path))
         return out
+
+    def _short_captions_arts(self):
+        """The same artifacts with Stage I on short captions only, when the preset trains on dense + short ones (the
+        report's caption-policy ablation row); None otherwise."""
+        from mars_eval.recipe.pipeline import Artifacts, Preset
+        from mars_eval.recipe.stages import StageIData
+
+        p = self.arts.preset
+        if StageIData.from_table(p.tables.get("data")).captions == "short":
+            return None
+        tables = {**p.tables, "data": {**p.tables["data"], "captions": "short"}}
+        return Artifacts(Preset(p.name, tables), self.arts.cache, progress=self.arts.progress,
+                         from_scratch=self.arts.from_scratch)
 
     # -- evaluations ------------------------------------------------------------------------------------------
     def _imported(self, eval_dir: Path, label: str | None = None, samples: bool = True,
@@ -195,10 +213,12 @@ class Ablation:
             row = {**row, "table": "Captioning (fresh world renders vs ground truth)"}
             rows += [{**row, "metric": k, "value": float(cap[k])} for k in
                      ("caption_exact", "caption_object_recall", "caption_kind_recall", "caption_parsed")]
-            use = prompt_use(model, self.arts.vq(), tok, n=self.b["captioning_images"], seed=2000 + seed)
-            row = {**row, "table": "Prompt use (teacher-forced image NLL, fresh world renders)"}
-            rows += [{**row, "metric": k, "value": float(use[k])} for k in
-                     ("prompt_gain", "t2i_nll", "t2i_nll_other_caption", "t2i_nll_empty_caption")]
+            row = {**row, "table": TABLE_PROMPT_USE}
+            for lang, suffix in (("en", ""), ("zh", " (ZH)")):
+                use = prompt_use(model, self.arts.vq(), tok, n=self.b["captioning_images"], seed=2000 + seed,
+                                 lang=lang)
+                rows += [{**row, "metric": k + suffix, "value": float(use[k])} for k in
+                         ("prompt_gain", "t2i_nll", "t2i_nll_other_caption", "t2i_nll_empty_caption")]
         return rows
 
     def nktp(self, m: Model) -> list[dict]:
@@ -259,7 +279,7 @@ class Ablation:
                         self.compbench(m, "en", TABLE1, cal), samples=first and m.stage == "III"))
                 self._step(f"coco-{m.key}", lambda m=m, first=first: self._table3(
                     m, self._imported(self.coco(m, TABLE3), samples=first)))
-            for key in ("I-expert", "I-noexpert"):
+            for key in [k for k in ("I-expert", "I-noexpert", "I-expert-short") if k in by]:
                 m = by[key]
                 self._step(f"text-{m.key}", lambda m=m: self.text_skill(m.bundle / "mars", f"{m.label} (Stage I)",
                                                                         m.seed))
