@@ -24,29 +24,36 @@ def scenes():
     return [sample_scene(CATEGORIES[i % len(CATEGORIES)], rng) for i in range(70)]
 
 
+SEPARATORS = {"en": ("; ", ", "), "zh": ("；", "，")}  # objects | background, object | object
+
+
+def _objects_and_background(scene, lang: str) -> tuple[list[tuple[str, object]], str]:
+    """The dense caption's object phrases paired with the drawn objects (same count, same order), and its tail."""
+    objects, background = dense_caption(scene, lang).split(SEPARATORS[lang][0])
+    parts = objects.split(SEPARATORS[lang][1])
+    assert len(parts) == len(scene.objects)
+    return list(zip(parts, scene.objects, strict=True)), background
+
+
 def test_english_names_every_object_in_drawing_order(scenes):
     for s in scenes:
-        text = dense_caption(s, "en")
-        parts = text.split("; ")[0].split(", ")
-        assert len(parts) == len(s.objects)
-        for part, o in zip(parts, s.objects, strict=True):
+        pairs, background = _objects_and_background(s, "en")
+        for part, o in pairs:
             words = part.split()
             assert o.kind in words and o.color in words
             assert (o.shape in words) == (o.shape is not None)
             assert (o.texture in words) == (o.texture != "plain")
             assert part.endswith(POSITION_EN[position(o, s.canvas)])
-        assert text.endswith(f"{BACKGROUND_WORDS[s.background.kind][0]} background")
+        assert background.endswith(f"{BACKGROUND_WORDS[s.background.kind][0]} background")
 
 
 def test_chinese_names_every_object(scenes):
     for s in scenes:
-        text = dense_caption(s, "zh")
-        parts = text.split("；")[0].split("，")
-        assert len(parts) == len(s.objects)
-        for part, o in zip(parts, s.objects, strict=True):
+        pairs, background = _objects_and_background(s, "zh")
+        for part, o in pairs:
             assert part.startswith(POSITION_ZH[position(o, s.canvas)])
             assert L.noun_zh(o.kind) in part and L.COLOR_WORDS[o.color][1] in part
-        assert text.endswith(BACKGROUND_WORDS[s.background.kind][1] + "背景")
+        assert background.endswith(BACKGROUND_WORDS[s.background.kind][1] + "背景")
 
 
 def test_positions_and_colour_names():
