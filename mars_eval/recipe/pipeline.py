@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 DONE = "DONE.json"
 TABLES = ("world", "tokenizer", "model", "vq", "stage0", "stageI", "stageII", "stageIII")
-# world CLIP / judges settings, the ablation's evaluation budget, the pretrained kit (mars_eval.kit.store)
+# world CLIP / judges settings, the ablation's evaluation budget, the pretrained kit (mars_eval.kit.store), and
 # Stage I's caption policy and task mix (mars_eval.recipe.stages.StageIData)
 OPTIONAL_TABLES = ("clip", "judges", "ablate", "kit", "data")
 

@@ -12,7 +12,7 @@ deterministic, so "build, then load the trained weights of the last checkpoint" 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -58,7 +58,7 @@ class StageIData:
 
     @classmethod
     def from_table(cls, table: dict | None) -> StageIData:
-        known = {"captions", "p_dense", "p_caption"}
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(table or {}) - known)
         if unknown:
             raise MarsEvalError(f"[data]: unknown keys {unknown}; known: {', '.join(sorted(known))}")
@@ -140,8 +140,8 @@ def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokeniz
               data: StageIData = StageIData()):
     """(build_model, loss_fn, data) for a stage; `data` sets Stage I's caption policy and task mix."""
     if stage == "0":
-        data = objectives.TextData(text_lines(world, tokenizer), tokenizer.pad_token_id)
-        return TextLLM(model_cfg.to_dict()), objectives.TextLMLoss(), data
+        text = objectives.TextData(text_lines(world, tokenizer), tokenizer.pad_token_id)
+        return TextLLM(model_cfg.to_dict()), objectives.TextLMLoss(), text
     if init_dir is None:
         raise MarsEvalError(f"stage {stage} needs the previous stage's model (--init)")
     corpus = load_corpus(world, CORPUS[stage], vq, vq_dir, tokenizer, tokenizer_dir, cache_dir)

@@ -108,17 +108,19 @@ class Ablation:
         a = self.arts
         exp = a.through("III", visual_expert=True, seed=seed)
         noexp = a.through("I", visual_expert=False, seed=seed)
-        grid = [("I-noexpert", NO_VE, "I", False, noexp), ("I-expert", VE, "I", True, {k: exp[k] for k in "0 I".split()}),
-                ("II-expert", "Stage II", "II", True, {k: exp[k] for k in ("0", "I", "II")}),
-                ("III-expert", "Stage III", "III", True, exp)]
+        grid = [("I-noexpert", NO_VE, "I", False, noexp, a),
+                ("I-expert", VE, "I", True, {k: exp[k] for k in "0 I".split()}, a),
+                ("II-expert", "Stage II", "II", True, {k: exp[k] for k in ("0", "I", "II")}, a),
+                ("III-expert", "Stage III", "III", True, exp, a)]
         short = self._short_captions_arts()
         if short is not None:
-            grid.append(("I-expert-short", SHORT_ONLY, "I", True, short.through("I", visual_expert=True, seed=seed)))
+            grid.append(("I-expert-short", SHORT_ONLY, "I", True, short.through("I", visual_expert=True, seed=seed),
+                         short))
         out = []
-        for key, label, stage, expert, models in grid:
+        for key, label, stage, expert, models, arts in grid:  # arts: the artifacts the models were trained with
             path = self.out / "bundles" / f"{key}-s{seed}"
             if not (path / "bundle.json").is_file():
-                (short if key == "I-expert-short" else a).bundle(models, path, "expert" if expert else "no-expert")
+                arts.bundle(models, path, "expert" if expert else "no-expert")
             out.append(Model(f"{key}-s{seed}", label, stage, expert, seed, path))
         return out
 
