@@ -64,3 +64,76 @@ def test_nktp_loss_counts_masked_slots_only():
     out = loss_fn(model, batch)
     assert out.n_tokens == loss_fn.count_tokens(batch) == int(batch["masked"].sum()) > 0
     assert torch.isfinite(out.loss_sum)
+
+
+def test_fresh_scenes_are_new_per_seed_and_independent_of_the_split(tmp_path):
+    """FreshImageTextData: a scene is a pure function of its example seed (so batches do not depend on the split),
+    different seeds draw different scenes, and no training caption is a val prompt."""
+    from fixtures_suites import tiny_world
+
+    from mars_eval.recipe.data import val_prompts
+    from mars_ref.text_tokenizer import load_text_tokenizer, train_bpe
+    from mars_ref.vq import VQModel, vq_preset
+    from mars_ref.vq_formats import save_vq
+    from mars_ref.world import caption, training_scene
+
+    world = tiny_world(tmp_path / "world")
+    lines = (world / "text" / "train.txt").read_text(encoding="utf-8").splitlines()
+    train_bpe(lines, 300, tmp_path / "tok", min_frequency=1)
+    torch.manual_seed(0)
+    save_vq(VQModel(vq_preset("world-f4-local")), tmp_path / "vq")
+    cfg = MarsConfig.from_preset("tiny").replace(text_vocab_size=len(load_text_tokenizer(tmp_path / "tok")),
+                                                 codebook_size=512)  # the tokenizers' vocabularies
+    data = objectives.FreshImageTextData(str(world), str(tmp_path / "vq"), str(tmp_path / "tok"), cfg, eos_id=0,
+                                         p_caption=0.5)
+    idx, seeds = np.zeros(6, dtype=np.int64), np.arange(6) + 40
+    whole = data.collate(idx, seeds)
+    parts = [data.collate(idx[:3], seeds[:3]), data.collate(idx[3:], seeds[3:])]
+    assert _unpad(whole["ids"], cfg.pad_id) == sum((_unpad(p["ids"], cfg.pad_id) for p in parts), [])
+    rows = _unpad(whole["ids"], cfg.pad_id)
+    assert len({tuple(r) for r in rows}) == 6  # six seeds, six different examples
+    grids = [[t for t in r if cfg.codebook_offset <= t < cfg.codebook_offset + cfg.codebook_size] for r in rows]
+    assert all(len(g) == 64 for g in grids)  # 32 px scenes through an f4 tokenizer: an 8 x 8 grid
+    held = val_prompts(world)
+    assert len(held) == 6 * 7  # the tiny world's val prompts, which training_scene must avoid
+    rng = np.random.default_rng(0)
+    assert all(caption(training_scene(rng, held), "en") not in held for _ in range(200))
+
+
+def test_object_tokens_are_the_cells_that_meet_an_object_box():
+    from mars_eval.recipe.data import object_tokens
+    from mars_ref.world import CATEGORIES, sample_scene
+    from mars_ref.world.scene import box_overlap
+
+    rng = np.random.default_rng(3)
+    for k in range(20):
+        scene = sample_scene(CATEGORIES[k % len(CATEGORIES)], rng)
+        got = object_tokens(scene, 8, 8).view(8, 8)
+        want = [[any(box_overlap(o.box, (c / 8, r / 8, (c + 1) / 8, (r + 1) / 8)) > 0 for o in scene.objects)
+                 for c in range(8)] for r in range(8)]
+        assert got.tolist() == want
+        assert 0 < int(got.sum()) < 64
+
+
+def test_object_weight_scales_the_loss_of_object_tokens_only():
+    cfg, corpus, model = _setup()
+    corpus.objects = [torch.tensor([True, False, False, True]) for _ in range(len(corpus))]
+    plain = objectives.ImageTextData(corpus, cfg, eos_id=0, p_caption=0.5)
+    weighted = objectives.ImageTextData(corpus, cfg, eos_id=0, p_caption=0.5, object_weight=3.0)
+    idx, seeds = np.arange(6), np.arange(6) + 7
+    b0, b1 = plain.collate(idx, seeds), weighted.collate(idx, seeds)
+    assert torch.equal(b0["ids"], b1["ids"]) and "weight" not in b0
+    loss_fn = objectives.NTPLoss(cfg)
+    out0, out1 = loss_fn(model, b0), loss_fn(model, b1)
+    assert out0.n_tokens == out1.n_tokens  # the same tokens, weighted
+    logits = model(b1["ids"]).logits  # independent: weight 3 on grid tokens 0 and 3 of text-to-image rows
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), b1["ids"][:, 1:].flatten(), reduction="none").view(6, -1)
+    m = b1["target"][:, 1:] & (b1["ids"][:, 1:] != cfg.pad_id)
+    w = torch.ones_like(ce)
+    boi = (b1["ids"] == cfg.boi_id).nonzero().tolist()
+    for row, pos in boi:
+        if b1["task"][row] == 0:  # text-to-image: caption <boi> g0 g1 g2 g3 <eoi>
+            w[row, pos] = w[row, pos + 3] = 3.0  # logits at t predict ids[t + 1]
+    assert b1["task"].tolist().count(0) > 0
+    assert torch.allclose(out1.loss_sum, (ce * w * m).sum(), rtol=1e-5)
+    assert torch.allclose(out0.loss_sum, (ce * m).sum(), rtol=1e-5)

@@ -63,6 +63,9 @@ def test_unknown_preset_names_list_the_known_ones():
     ('captions = "long"', "captions must be one of"),
     ("p_dense = 1.5", "p_dense must be a number in"),
     ("p_dance = 0.5", "unknown keys"),
+    ('images = "stream"', "images must be one of"),
+    ("object_weight = 3", 'object_weight needs images = "fresh"'),
+    ('images = "fresh"\nobject_weight = 0', "object_weight must be a number > 0"),
 ])
 def test_a_bad_data_table_is_a_one_line_error(tmp_path, table, match):
     text = resources.files("mars_eval.recipe").joinpath("presets/ci.toml").read_text(encoding="utf-8")

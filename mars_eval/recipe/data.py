@@ -20,7 +20,7 @@ from mars_eval.errors import MarsEvalError
 from mars_eval.io import atomic_write, read_jsonl
 from mars_eval.metrics.images import load_rgb
 from mars_ref.vq_train import to_model_range
-from mars_ref.world import Scene
+from mars_ref.world import Scene, caption, render
 from mars_ref.world.dense import dense_caption
 
 HELD_OUT_SPLITS = ("val", "test")
@@ -36,6 +36,7 @@ class Corpus:
     captions: dict[str, list[list[int]]]  # lang -> per example caption token ids
     high: list[torch.Tensor] | None = None  # Stage III: (H*W,) high-res codes
     dense: dict[str, list[list[int]]] | None = None  # lang -> per example dense caption (mars_ref.world.dense)
+    objects: list[torch.Tensor] | None = None  # per example (h*w,) bool: the token's patch meets an object's box
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -95,6 +96,39 @@ def load_corpus(world: Path, corpus: str, vq, vq_dir: Path, tokenizer, tokenizer
     c = Corpus(codes, grids, caps, high, dense)
     _to_cache(c, cache)
     return c
+
+
+def val_prompts(world: Path) -> set[str]:
+    """The English val prompts of a world build (its prompts/*_val*.txt): no training scene carries one."""
+    files = sorted((Path(world) / "prompts").glob("*_val*.txt"))
+    if not files:
+        raise MarsEvalError(f"no val prompt files in {Path(world) / 'prompts'}; rebuild the world")
+    return {line for f in files for line in f.read_text(encoding="utf-8").splitlines() if line}
+
+
+@torch.inference_mode()
+def scenes_corpus(scenes: list[Scene], vq, tokenizer, px: int = 32) -> Corpus:
+    """Scenes rendered at px x px, VQ-encoded and captioned (short and dense, EN and ZH), as a Corpus."""
+    x = torch.from_numpy(np.stack([np.asarray(render(s, px, px)) for s in scenes])).permute(0, 3, 1, 2)  # uint8
+    codes = vq.encode(to_model_range(x))  # (B, h, w)
+    caps = {lang: tokenizer([caption(s, lang) for s in scenes], add_special_tokens=False)["input_ids"]
+            for lang in ("en", "zh")}
+    dense = {lang: tokenizer([dense_caption(s, lang) for s in scenes], add_special_tokens=False)["input_ids"]
+             for lang in ("en", "zh")}
+    h, w = codes.shape[1:]
+    return Corpus(list(codes.flatten(1)), [(h, w)] * len(scenes), caps, dense=dense,
+                  objects=[object_tokens(s, h, w) for s in scenes])
+
+
+def object_tokens(scene: Scene, h: int, w: int) -> torch.Tensor:
+    """(h*w,) bool: which cells of an h x w token grid over a square scene meet a drawn object's box."""
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    for o in scene.objects:
+        x0, y0, x1, y1 = o.box  # canvas units: the square canvas is [0, 1]^2
+        c0, c1 = max(0, int(np.floor(x0 * w))), min(w, int(np.ceil(x1 * w)))
+        r0, r1 = max(0, int(np.floor(y0 * h))), min(h, int(np.ceil(y1 * h)))
+        mask[r0:r1, c0:c1] = True
+    return mask.flatten()
 
 
 def _to_cache(c: Corpus, path: Path) -> None:

@@ -33,6 +33,7 @@ CORPUS = {"I": "stage1", "II": "stage2", "III": "stage3"}
 
 
 CAPTION_POLICIES = ("short", "dense+short")
+IMAGE_SOURCES = ("corpus", "fresh")
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,28 @@ class StageIData:
     captions   "short": the T2I-CompBench-style captions only; "dense+short": a share `p_dense` of the text-to-image
                examples is conditioned on the scene's dense caption (mars_ref.world.dense) instead
     p_caption  share of captioning (image-to-text) examples, on short captions (what the captioning probe parses)
+    images     "corpus": the world build's n Stage I images, seen once per epoch; "fresh": a new scene for every
+               example (objectives.FreshImageTextData), so nothing can be memorised
+    object_weight  loss weight of the image tokens that meet an object (background tokens 1; "fresh" images only):
+               short captions say nothing about the background, whose tokens are most of the loss
     """
 
     captions: str = "short"
     p_dense: float = 0.5
     p_caption: float = 0.5
+    images: str = "corpus"
+    object_weight: float = 1.0
 
     def __post_init__(self):
         if self.captions not in CAPTION_POLICIES:
             raise MarsEvalError(f"[data] captions must be one of {', '.join(CAPTION_POLICIES)}, got {self.captions!r}")
+        if self.images not in IMAGE_SOURCES:
+            raise MarsEvalError(f"[data] images must be one of {', '.join(IMAGE_SOURCES)}, got {self.images!r}")
+        w = self.object_weight
+        if isinstance(w, bool) or not isinstance(w, int | float) or w <= 0:
+            raise MarsEvalError(f"[data] object_weight must be a number > 0, got {w!r}")
+        if w != 1 and self.images != "fresh":
+            raise MarsEvalError('[data] object_weight needs images = "fresh" (the scenes say where the objects are)')
         for name in ("p_dense", "p_caption"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
@@ -144,12 +158,16 @@ def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokeniz
         return TextLLM(model_cfg.to_dict()), objectives.TextLMLoss(), text
     if init_dir is None:
         raise MarsEvalError(f"stage {stage} needs the previous stage's model (--init)")
-    corpus = load_corpus(world, CORPUS[stage], vq, vq_dir, tokenizer, tokenizer_dir, cache_dir)
     if stage == "I":
         build = FromQwen2(str(init_dir), model_cfg.codebook_size, visual_expert)
     else:
         build = FromMars(str(init_dir), STAGE3_POSITIONS if stage == "III" else None)
     cfg = build().config
+    if stage == "I" and data.images == "fresh":
+        return build, objectives.NTPLoss(cfg), objectives.FreshImageTextData(
+            str(world), str(vq_dir), str(tokenizer_dir), cfg, tokenizer.eos_token_id, p_caption=data.p_caption,
+            p_dense=data.dense_share, object_weight=float(data.object_weight))
+    corpus = load_corpus(world, CORPUS[stage], vq, vq_dir, tokenizer, tokenizer_dir, cache_dir)
     if stage == "III":
         return build, objectives.NKTPLoss(cfg), objectives.SuperResData(corpus, cfg)
     first = stage == "I"

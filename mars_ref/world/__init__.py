@@ -5,6 +5,7 @@ Library API (everything is deterministic given a `numpy.random.Generator` or a s
     CATEGORIES                                  ("color", "shape", "texture", "spatial", "non_spatial",
                                                  "complex", "numeracy")
     sample_scene(category, rng, aspect=(1, 1)) -> Scene
+    training_scene(rng, held_out) -> Scene      a scene of a random category whose caption is no val prompt
     render(scene, width, height) -> PIL.Image   anti-aliased RGB; width:height must equal scene.aspect
     caption(scene, lang, res=None) -> str       lang "en" or "zh"; res=(w, h) prepends "<res WxH> "
     parse_caption(text, lang) -> dict           {"objects": [...], "relations": [...], "res": [w, h] | None},
@@ -19,7 +20,7 @@ attributes it names; None where it is silent) and `Scene.objects` are the drawn 
 drawing order). Coordinates are in units of the image's shorter side, so one scene renders at any resolution.
 """
 
-from mars_ref.world.build import build_world, make_prompt_sets
+from mars_ref.world.build import build_world, make_prompt_sets, training_scene
 from mars_ref.world.captions import LANGS, caption
 from mars_ref.world.lexicon import COLORS, KINDS, RELATIONS, SHAPES, TEXTURES
 from mars_ref.world.parse import parse_caption
@@ -59,4 +60,5 @@ __all__ = [
     "sample_scene",
     "sample_spec",
     "scene_relations_hold",
+    "training_scene",
 ]

@@ -88,8 +88,8 @@ def _rng(seed: int, corpus: str, i: int) -> np.random.Generator:
     return np.random.default_rng([seed, STREAMS[corpus], i])
 
 
-def _held_out_scene(rng, held_out: set[str], category: str | None = None, aspect=(1, 1)) -> Scene:
-    """A random scene whose caption is not a val prompt."""
+def training_scene(rng, held_out: set[str], category: str | None = None, aspect=(1, 1)) -> Scene:
+    """A random training scene: its caption is not one of `held_out` (the val prompts)."""
     while True:
         cat = category or CATEGORIES[int(rng.integers(len(CATEGORIES)))]
         scene = sample_scene(cat, rng, aspect)
@@ -127,7 +127,7 @@ def _stage1(root: Path, n: int, seed: int, held_out, progress) -> int:
     (root / "images").mkdir(parents=True)
     rows = []
     for i in range(n):
-        scene = _held_out_scene(_rng(seed, "stage1", i), held_out)
+        scene = training_scene(_rng(seed, "stage1", i), held_out)
         name = f"images/{i:06d}.png"
         _save_png(render(scene, BASE_RES, BASE_RES), root / name)
         rows.append({"id": i, "image": name, "width": BASE_RES, "height": BASE_RES, **_caption_row(scene)})
@@ -143,7 +143,7 @@ def _stage2(root: Path, n: int, seed: int, held_out, progress) -> int:
         rng = _rng(seed, "stage2", i)
         w, h = STAGE2_SIZES[int(rng.integers(len(STAGE2_SIZES)))]
         g = math.gcd(w, h)
-        scene = _held_out_scene(rng, held_out, aspect=(w // g, h // g))
+        scene = training_scene(rng, held_out, aspect=(w // g, h // g))
         name = f"images/{i:06d}.png"
         _save_png(render(scene, w, h), root / name)
         rows.append({"id": i, "image": name, "width": w, "height": h, **_caption_row(scene, (w, h))})
@@ -157,7 +157,7 @@ def _stage3(root: Path, n: int, seed: int, held_out, progress) -> int:
     (root / "high").mkdir()
     rows = []
     for i in range(n):
-        scene = _held_out_scene(_rng(seed, "stage3", i), held_out)
+        scene = training_scene(_rng(seed, "stage3", i), held_out)
         low, high = f"low/{i:06d}.png", f"high/{i:06d}.png"
         _save_png(render(scene, BASE_RES, BASE_RES), root / low)
         _save_png(render(scene, HIGH_RES, HIGH_RES), root / high)
