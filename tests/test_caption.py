@@ -112,6 +112,26 @@ def test_prompt_use_matches_unpadded_sequences(ckpt):
     assert res["t2i_nll_other_caption"] == pytest.approx(other, rel=1e-4)
     assert res["prompt_gain"] == pytest.approx((other - own) * per_image, rel=1e-3, abs=1e-3)
 
+    def token_nll(pick):  # (n, h*w) NLL of each image token (without <eoi>)
+        rows = []
+        for i in range(n):
+            ids, target = t2i(cfg, caps[pick(i)], codes[i].tolist())
+            with torch.no_grad():
+                logits = b.model(torch.tensor([ids])).logits[0, :-1].float()
+            sel = torch.tensor(target[1:])
+            rows.append(torch.nn.functional.cross_entropy(logits[sel], torch.tensor(ids[1:])[sel],
+                                                          reduction="none")[:-1])
+        return torch.stack(rows)
+
+    from mars_ref.world.scene import box_overlap
+
+    diff = token_nll(lambda i: (i + shift) % n) - token_nll(lambda i: i)
+    side = int(codes.shape[1] ** 0.5)
+    on = torch.tensor([[any(box_overlap(o.box, (c / side, r / side, (c + 1) / side, (r + 1) / side)) > 0
+                            for o in s.objects) for r in range(side) for c in range(side)] for s in scenes])
+    assert res["prompt_gain_objects"] == pytest.approx(float((diff * on).sum(1).mean()), abs=1e-3)
+    assert res["prompt_gain_background"] == pytest.approx(float((diff * ~on).sum(1).mean()), abs=1e-3)
+
 
 def test_prompt_use_is_zero_for_a_model_blind_to_the_prompt(ckpt):
     """A model whose logits at each position depend on that position's token only cannot use the caption."""

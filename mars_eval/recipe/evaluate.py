@@ -98,29 +98,38 @@ def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int
     from mars_eval.recipe.sequences import pad_right, t2i
     from mars_ref.losses import ntp_targets
 
+    from mars_eval.recipe.data import object_tokens
+
     cfg = model.config
     rng = np.random.default_rng(seed)
     scenes, codes = _fresh_renders(vq, n, rng)
+    side = int(round(codes.shape[1] ** 0.5))
+    on_object = torch.stack([object_tokens(s, side, side) for s in scenes])  # (n, h*w)
     own = [tokenizer(caption(s, lang), add_special_tokens=False)["input_ids"] for s in scenes]
     shift = int(rng.integers(1, n)) if n > 1 else 0
     other = own[shift:] + own[:shift]  # every image gets another scene's caption
-    per_image = {}  # name -> (n,) summed NLL of each image's tokens (+ <eoi>)
+    per_token = {}  # name -> (n, h*w + 1) NLL of each image token and <eoi>
     for name, caps in (("own", own), ("other", other), ("empty", [[]] * n)):
-        sums = []
+        rows = []
         for i in range(0, n, batch):
             ids, target = pad_right([t2i(cfg, c, k.tolist()) for c, k in zip(caps[i:i + batch], codes[i:i + batch],
                                                                              strict=True)], cfg.pad_id)
             tgt, mask = ntp_targets(ids, cfg.pad_id, target)  # (B, T)
             logits = model(ids).logits.float()  # (B, T, V)
             ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none")
-            sums.append((ce.view_as(tgt) * mask).sum(1))
-        per_image[name] = torch.cat(sums).double()
+            ce = ce.view_as(tgt).double()
+            rows += [ce[j][mask[j]] for j in range(len(ids))]  # the image tokens and <eoi>, in order
+        per_token[name] = torch.stack(rows)
+    per_image = {k: v.sum(1) for k, v in per_token.items()}
     tokens = codes.shape[1] + 1  # image tokens + <eoi> per image
     gain = per_image["other"] - per_image["own"]  # (n,)
+    token_gain = (per_token["other"] - per_token["own"])[:, :-1]  # (n, h*w)
     return {"t2i_nll": float(per_image["own"].mean()) / tokens,
             "t2i_nll_other_caption": float(per_image["other"].mean()) / tokens,
             "t2i_nll_empty_caption": float(per_image["empty"].mean()) / tokens,
             "prompt_gain": float(gain.mean()), "prompt_gain_se": float(gain.std() / n**0.5) if n > 1 else 0.0,
+            "prompt_gain_objects": float((token_gain * on_object).sum(1).mean()),
+            "prompt_gain_background": float((token_gain * ~on_object).sum(1).mean()),
             "n": n, "lang": lang}
 
 
