@@ -85,11 +85,12 @@ def test_fresh_scenes_are_new_per_seed_and_independent_of_the_split(tmp_path):
     cfg = MarsConfig.from_preset("tiny").replace(text_vocab_size=len(load_text_tokenizer(tmp_path / "tok")),
                                                  codebook_size=512)  # the tokenizers' vocabularies
     data = objectives.FreshImageTextData(str(world), str(tmp_path / "vq"), str(tmp_path / "tok"), cfg, eos_id=0,
-                                         p_caption=0.5)
+                                         p_caption=0.3, contrast=True)
     idx, seeds = np.zeros(6, dtype=np.int64), np.arange(6) + 40
     whole = data.collate(idx, seeds)
     parts = [data.collate(idx[:3], seeds[:3]), data.collate(idx[3:], seeds[3:])]
-    assert _unpad(whole["ids"], cfg.pad_id) == sum((_unpad(p["ids"], cfg.pad_id) for p in parts), [])
+    for key in ("ids", "neg_ids"):
+        assert _unpad(whole[key], cfg.pad_id) == sum((_unpad(p[key], cfg.pad_id) for p in parts if key in p), [])
     rows = _unpad(whole["ids"], cfg.pad_id)
     assert len({tuple(r) for r in rows}) == 6  # six seeds, six different examples
     grids = [[t for t in r if cfg.codebook_offset <= t < cfg.codebook_offset + cfg.codebook_size] for r in rows]
@@ -137,3 +138,34 @@ def test_object_weight_scales_the_loss_of_object_tokens_only():
     assert b1["task"].tolist().count(0) > 0
     assert torch.allclose(out1.loss_sum, (ce * w * m).sum(), rtol=1e-5)
     assert torch.allclose(out0.loss_sum, (ce * m).sum(), rtol=1e-5)
+
+
+def test_contrastive_term_is_the_logistic_loss_of_the_per_token_margin():
+    """NTPLoss with contrast: the NLL plus contrast * n * softplus(-beta * m) / beta per negative row, where m is the
+    per-token NLL margin of the image under another example's caption; negative rows do not depend on the split."""
+    cfg, corpus, model = _setup()
+    data = objectives.ImageTextData(corpus, cfg, eos_id=0, p_caption=0.3, p_uncond=0.2, contrast=True)
+    idx, seeds = np.arange(6), np.arange(6) + 21
+    batch = data.collate(idx, seeds)
+    parts = [data.collate(idx[:3], seeds[:3]), data.collate(idx[3:], seeds[3:])]
+    assert _unpad(batch["neg_ids"], cfg.pad_id) == sum((_unpad(p["neg_ids"], cfg.pad_id) for p in parts
+                                                         if "neg_ids" in p), [])
+    plain = objectives.NTPLoss(cfg)(model, batch)
+    out = objectives.NTPLoss(cfg, contrast=0.5, contrast_beta=4.0)(model, batch)
+
+    def row_nll(ids, target):  # independent: per row, summed cross-entropy of the target tokens
+        logits = model(ids).logits[:, :-1].float()
+        m = target[:, 1:] & (ids[:, 1:] != cfg.pad_id)
+        ce = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none").view_as(m)
+        return (ce * m).sum(1), m.sum(1)
+
+    pos, _ = row_nll(batch["ids"], batch["target"])
+    neg, n = row_nll(batch["neg_ids"], batch["neg_target"])
+    margin = (neg - pos[batch["neg_of"]]) / n
+    assert len(margin) > 0
+    want = plain.loss_sum + 0.5 * (n * F.softplus(-4.0 * margin) / 4.0).sum()
+    assert torch.allclose(out.loss_sum, want, rtol=1e-5)
+    for r, p in enumerate(batch["neg_of"].tolist()):  # the same image, another caption
+        pos_ids, neg_ids = _unpad(batch["ids"][p:p + 1], cfg.pad_id)[0], _unpad(batch["neg_ids"][r:r + 1], cfg.pad_id)[0]
+        boi = pos_ids.index(cfg.boi_id)
+        assert neg_ids[neg_ids.index(cfg.boi_id):] == pos_ids[boi:]

@@ -27,7 +27,7 @@ from mars_ref.config import MarsConfig
 from mars_ref.losses import LossStats, ntp_loss, ntp_targets
 from mars_ref.model import is_visual_param
 from mars_ref.nktp import nktp_loss, random_mask
-from mars_ref.world import training_scene
+from mars_ref.world import caption, training_scene
 
 LANGS = ("en", "zh")
 
@@ -81,12 +81,22 @@ class ImageTextData:
     p_uncond: float = 0.1  # caption dropout for classifier-free guidance
     p_dense: float = 0.0  # share of text-to-image examples conditioned on the dense caption instead of the short one
     object_weight: float = 1.0  # loss weight of image tokens on an object (corpus.objects), background tokens 1
+    contrast: bool = False  # also emit each captioned text-to-image row with another example's caption (NTPLoss)
+    negatives: dict[str, list[list[int]]] | None = None  # lang -> per example negative caption (default: drawn)
 
     def __len__(self) -> int:
         return len(self.corpus)
 
+    def _negative(self, i: int, lang: str, seed) -> list[int]:
+        """Another example's caption for example i, a function of its seed (split-invariant)."""
+        if self.negatives is not None:
+            return self.negatives[lang][i]
+        j = int(np.random.default_rng([int(seed), NEGATIVE_STREAM]).integers(len(self.corpus) - 1))
+        return self.corpus.captions[lang][j + (j >= i)]
+
     def collate(self, indices, seeds):
         rows, tasks, grids = [], [], []  # grids: (row, first grid position, example) of text-to-image rows
+        negs, neg_of = [], []  # contrast: the negative rows and the row each one is the negative of
         for i, s in zip(indices, seeds, strict=True):
             rng = _rng(s)
             lang = LANGS[int(rng.integers(2))]
@@ -100,10 +110,16 @@ class ImageTextData:
                     cap = self.corpus.dense[lang][i]
                 drop = rng.random() < self.p_uncond
                 grids.append((len(rows), (0 if drop else len(cap)) + 1, i))  # the grid follows caption + <boi>
+                if self.contrast and not drop:
+                    negs.append(sequences.t2i(self.cfg, self._negative(i, lang, s), codes))
+                    neg_of.append(len(rows))
                 rows.append(sequences.t2i(self.cfg, [] if drop else cap, codes))
                 tasks.append(0)
         ids, target = sequences.pad_right(rows, self.cfg.pad_id)
         batch = {"ids": ids, "target": target, "task": torch.tensor(tasks)}
+        if negs:
+            batch["neg_ids"], batch["neg_target"] = sequences.pad_right(negs, self.cfg.pad_id)
+            batch["neg_of"] = torch.tensor(neg_of)
         if self.object_weight != 1.0:
             weight = torch.ones(ids.shape)  # (B, T) over target positions, like `target`
             for row, start, i in grids:
@@ -114,6 +130,7 @@ class ImageTextData:
 
 
 FRESH_STREAM = 8  # numpy SeedSequence stream of fresh scenes, apart from the task draws of ImageTextData
+NEGATIVE_STREAM = 9  # ... of the negative captions of the contrastive term
 
 
 @functools.lru_cache(maxsize=2)
@@ -140,6 +157,7 @@ class FreshImageTextData:
     p_uncond: float = 0.1
     p_dense: float = 0.0
     object_weight: float = 1.0
+    contrast: bool = False
     size: int = 1 << 20  # nominal: the sampler's indices are not used, every seed draws a new scene
 
     def __len__(self) -> int:
@@ -148,8 +166,13 @@ class FreshImageTextData:
     def collate(self, indices, seeds):
         held_out, vq, tokenizer = _scene_tools(self.world, self.vq_dir, self.tokenizer_dir)
         scenes = [training_scene(np.random.default_rng([int(s), FRESH_STREAM]), held_out) for s in seeds]
+        negatives = None
+        if self.contrast:  # the caption of another fresh scene (not rendered)
+            others = [training_scene(np.random.default_rng([int(s), NEGATIVE_STREAM]), held_out) for s in seeds]
+            negatives = {lang: tokenizer([caption(o, lang) for o in others], add_special_tokens=False)["input_ids"]
+                         for lang in LANGS}
         batch = ImageTextData(scenes_corpus(scenes, vq, tokenizer), self.cfg, self.eos_id, self.p_caption,
-                              self.p_uncond, self.p_dense, self.object_weight)
+                              self.p_uncond, self.p_dense, self.object_weight, self.contrast, negatives)
         return batch.collate(np.arange(len(seeds)), seeds)
 
 
@@ -168,7 +191,15 @@ def _output(st: LossStats, n_input: int, extra_sums: dict | None = None) -> Loss
 
 @dataclass
 class NTPLoss:
+    """Next-token cross-entropy (optionally object-weighted, see ImageTextData) plus, when the batch carries
+    negative rows, a contrastive conditioning term: per captioned image, the per-token margin
+    m = (NLL(image | another caption) - NLL(image | its caption)) / tokens enters as
+    contrast * tokens * softplus(-beta * m) / beta, a logistic loss on the likelihood ratio (as in CCA, without a
+    reference model) whose pull fades once the margin passes ~1/beta nats per token."""
+
     cfg: MarsConfig
+    contrast: float = 0.0
+    contrast_beta: float = 20.0
 
     def __call__(self, model, batch) -> LossOutput:
         ids, target = batch["ids"], batch["target"]
@@ -176,7 +207,8 @@ class NTPLoss:
         tgt, mask = ntp_targets(ids, self.cfg.pad_id, target)  # (B, T) each
         st = ntp_loss(logits, tgt, mask, self.cfg.text_vocab_size)
         per_task = {}
-        with torch.set_grad_enabled("weight" in batch and torch.is_grad_enabled()):
+        contrast = self.contrast > 0 and "neg_ids" in batch
+        with torch.set_grad_enabled(("weight" in batch or contrast) and torch.is_grad_enabled()):
             ce = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), reduction="none").view_as(tgt)  # (B, T)
         for t, name in ((0, "t2i"), (1, "caption")):
             sel = mask & (batch["task"] == t)[:, None]
@@ -186,7 +218,20 @@ class NTPLoss:
         if "weight" in batch:  # object-token weighting: the weighted sum over the same tokens (diagnostics unweighted)
             w = torch.cat([batch["weight"][:, 1:], torch.ones_like(batch["weight"][:, :1])], dim=1)  # like the mask
             out.loss_sum = (ce * w * mask).sum()
+        if contrast:
+            term, margin = self._contrast(model, batch, (ce * mask).sum(1))
+            out.loss_sum = out.loss_sum + self.contrast * term
+            out.sums["contrast/margin"] = (margin.detach().sum(), len(margin))
         return out
+
+    def _contrast(self, model, batch, nll_pos):
+        """(summed contrastive term, (R,) per-token margins) of the negative rows; nll_pos (B,) per-row NLL."""
+        tgt, mask = ntp_targets(batch["neg_ids"], self.cfg.pad_id, batch["neg_target"])  # (R, T')
+        logits = model(batch["neg_ids"]).logits.float()  # (R, T', V)
+        ce = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none").view_as(tgt)
+        n = mask.sum(1)  # (R,) image tokens + <eoi>: the same images as their positive rows
+        margin = ((ce * mask).sum(1) - nll_pos[batch["neg_of"]]) / n
+        return (n * F.softplus(-self.contrast_beta * margin) / self.contrast_beta).sum(), margin
 
     def count_tokens(self, batch) -> int:
         return int(ntp_targets(batch["ids"], self.cfg.pad_id, batch["target"])[1].sum())

@@ -47,6 +47,8 @@ class StageIData:
                example (objectives.FreshImageTextData), so nothing can be memorised
     object_weight  loss weight of the image tokens that meet an object (background tokens 1; "fresh" images only):
                short captions say nothing about the background, whose tokens are most of the loss
+    contrast   weight of the contrastive conditioning term (objectives.NTPLoss): each captioned image is also
+               scored under another scene's caption, and the likelihood ratio is pushed up; 0 = off
     """
 
     captions: str = "short"
@@ -54,6 +56,7 @@ class StageIData:
     p_caption: float = 0.5
     images: str = "corpus"
     object_weight: float = 1.0
+    contrast: float = 0.0
 
     def __post_init__(self):
         if self.captions not in CAPTION_POLICIES:
@@ -63,6 +66,9 @@ class StageIData:
         w = self.object_weight
         if isinstance(w, bool) or not isinstance(w, int | float) or w <= 0:
             raise MarsEvalError(f"[data] object_weight must be a number > 0, got {w!r}")
+        c = self.contrast
+        if isinstance(c, bool) or not isinstance(c, int | float) or c < 0:
+            raise MarsEvalError(f"[data] contrast must be a number >= 0, got {c!r}")
         if w != 1 and self.images != "fresh":
             raise MarsEvalError('[data] object_weight needs images = "fresh" (the scenes say where the objects are)')
         for name in ("p_dense", "p_caption"):
@@ -164,16 +170,18 @@ def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokeniz
         build = FromMars(str(init_dir), STAGE3_POSITIONS if stage == "III" else None)
     cfg = build().config
     if stage == "I" and data.images == "fresh":
-        return build, objectives.NTPLoss(cfg), objectives.FreshImageTextData(
+        examples = objectives.FreshImageTextData(
             str(world), str(vq_dir), str(tokenizer_dir), cfg, tokenizer.eos_token_id, p_caption=data.p_caption,
-            p_dense=data.dense_share, object_weight=float(data.object_weight))
+            p_dense=data.dense_share, object_weight=float(data.object_weight), contrast=data.contrast > 0)
+        return build, objectives.NTPLoss(cfg, contrast=float(data.contrast)), examples
     corpus = load_corpus(world, CORPUS[stage], vq, vq_dir, tokenizer, tokenizer_dir, cache_dir)
     if stage == "III":
         return build, objectives.NKTPLoss(cfg), objectives.SuperResData(corpus, cfg)
-    first = stage == "I"
-    examples = objectives.ImageTextData(corpus, cfg, tokenizer.eos_token_id, p_caption=data.p_caption if first else 0.0,
-                                        p_dense=data.dense_share if first else 0.0)
-    return build, objectives.NTPLoss(cfg), examples
+    if stage == "II":
+        return build, objectives.NTPLoss(cfg), objectives.ImageTextData(corpus, cfg, tokenizer.eos_token_id, p_caption=0.0)
+    examples = objectives.ImageTextData(corpus, cfg, tokenizer.eos_token_id, p_caption=data.p_caption,
+                                        p_dense=data.dense_share, contrast=data.contrast > 0)
+    return build, objectives.NTPLoss(cfg, contrast=float(data.contrast)), examples
 
 
 def run_stage(stage: str, train_cfg: TrainConfig, out_dir: Path, *, nproc: int = 1, resume: bool = False,
