@@ -25,8 +25,9 @@ def build_cmd(
         "runs/cache"),
     name: Annotated[str | None, typer.Option(help="Kit name in the manifest (default: the --out folder's name).")]
     = None,
-    calibration_n: Annotated[int, typer.Option(help="Also record the judges' clean-render calibration on up to N "
-                                                    "val prompts per category (slow; 0: skip).")] = 0,
+    calibration_n: Annotated[int, typer.Option(help="Also record the judges' calibration (clean renders and VQ "
+                                                    "round trips) on up to N val prompts per category (slow; 0: "
+                                                    "skip).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Train (or find in the cache) every part, copy it into OUT with manifest.json and README.md; resumable."""

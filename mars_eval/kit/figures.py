@@ -133,8 +133,9 @@ def _judges(kit: Path, world: Path) -> dict:
 
 
 def calibration(kit: Path, world: Path, n: int) -> dict:
-    """Clean-render accuracy per category on up to n val prompts each (slow: minutes per category at n=25 on
-    two busy cores), the table `mars-eval world calibrate` prints."""
+    """Accuracy per category on up to n val prompts each, on clean renders and on their round trips through the
+    kit's VQ (what a generator's images look like), the table `mars-eval world calibrate --vq` prints (slow:
+    minutes per category at n=25 on two busy cores)."""
     from mars_eval.judges.world_calibration import calibration_metrics, judge_calibration
 
-    return calibration_metrics(judge_calibration(world, n, 0, judges=kit / "judges"))
+    return calibration_metrics(judge_calibration(world, n, 0, judges=kit / "judges", vq=kit / "vq"))
