@@ -242,6 +242,7 @@ def test_ci_kit_builds_verifies_and_resumes(ci_kit, capsys):
     assert all(m.parts[p].seconds is not None and m.parts[p].command.startswith("mars-eval kit build")
                for p in PARTS)
     assert "## Parts" in (kit / "README.md").read_text()
+    assert not list(kit.rglob("train_state*"))  # finished parts, no optimizer state
     capsys.readouterr()
     assert main(["kit", "verify", str(kit), "--cache", str(cache), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)

@@ -114,12 +114,16 @@ def _previous(out: Path) -> KitManifest | None:
         return None
 
 
+TRAINING_STATE = ("train_state.*",)  # optimizer state to resume training: a kit ships finished parts only
+
+
 def _copy_part(src: Path, dst: Path) -> None:
-    """Replace dst with a copy of src (contents only, ordinary file modes), through a staging folder."""
+    """Replace dst with a copy of src (contents only, ordinary file modes, no training state), through a staging
+    folder."""
     tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        shutil.copytree(src, tmp, copy_function=shutil.copyfile)
+        shutil.copytree(src, tmp, copy_function=shutil.copyfile, ignore=shutil.ignore_patterns(*TRAINING_STATE))
         shutil.rmtree(dst, ignore_errors=True)
         os.rename(tmp, dst)
     except OSError as e:
