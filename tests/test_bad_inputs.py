@@ -970,7 +970,8 @@ def preset_missing_table(env):
 
 @case
 def preset_wrong_type_in_a_stage(env):
-    text = XS_PRESET.read_text().replace("[stage0]\nsteps = 300", '[stage0]\nsteps = "many"')
+    text = re.sub(r"(\[stage0\][^\n]*\n)steps = \d+", r'\1steps = "many"', XS_PRESET.read_text(), count=1)
+    assert 'steps = "many"' in text
     return preset_fails(env, text, "stage0", "steps")
 
 

@@ -79,16 +79,17 @@ def translation_teacher_forced(model, tokenizer, pairs_file: Path, limit: int = 
     return {"translation_token_accuracy": hits / total, "translation_nll": nll / total, "n": len(pairs)}
 
 
-def _fresh_renders(vq, n: int, rng: np.random.Generator) -> tuple[list, torch.Tensor]:
-    """n new world scenes spread over the categories, and the VQ codes (n, h*w) of their 32 px renders."""
+def _fresh_renders(vq, n: int, rng: np.random.Generator, px: int = 32) -> tuple[list, torch.Tensor]:
+    """n new world scenes spread over the categories, and the VQ codes (n, h*w) of their px x px renders."""
     scenes = [sample_scene(CATEGORIES[i % len(CATEGORIES)], rng) for i in range(n)]
-    x = torch.from_numpy(np.stack([np.asarray(render(s, 32, 32)) for s in scenes])).permute(0, 3, 1, 2)  # uint8
+    x = torch.from_numpy(np.stack([np.asarray(render(s, px, px)) for s in scenes])).permute(0, 3, 1, 2)  # uint8
     return scenes, vq.encode(to_model_range(x)).flatten(1)
 
 
 @torch.inference_mode()
-def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int = 32, lang: str = "en") -> dict:
-    """Teacher-forced NLL of the image tokens of n fresh 32 px renders (nats per token) given their own short
+def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int = 32, lang: str = "en",
+               px: int = 32) -> dict:
+    """Teacher-forced NLL of the image tokens of n fresh px x px renders (nats per token) given their own short
     caption in `lang`, another scene's caption (a derangement of the same captions) and the empty caption.
 
     `prompt_gain` = NLL(other caption) - NLL(own caption), summed over an image's tokens: the information the
@@ -102,7 +103,7 @@ def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int
 
     cfg = model.config
     rng = np.random.default_rng(seed)
-    scenes, codes = _fresh_renders(vq, n, rng)
+    scenes, codes = _fresh_renders(vq, n, rng, px)
     side = int(round(codes.shape[1] ** 0.5))
     on_object = torch.stack([object_tokens(s, side, side) for s in scenes])  # (n, h*w)
     own = [tokenizer(caption(s, lang), add_special_tokens=False)["input_ids"] for s in scenes]

@@ -158,6 +158,7 @@ class FreshImageTextData:
     p_dense: float = 0.0
     object_weight: float = 1.0
     contrast: bool = False
+    px: int = 32  # render size: the grid is px / f codes a side for an f-times downsampling VQ
     size: int = 1 << 20  # nominal: the sampler's indices are not used, every seed draws a new scene
 
     def __len__(self) -> int:
@@ -171,7 +172,7 @@ class FreshImageTextData:
             others = [training_scene(np.random.default_rng([int(s), NEGATIVE_STREAM]), held_out) for s in seeds]
             negatives = {lang: tokenizer([caption(o, lang) for o in others], add_special_tokens=False)["input_ids"]
                          for lang in LANGS}
-        batch = ImageTextData(scenes_corpus(scenes, vq, tokenizer), self.cfg, self.eos_id, self.p_caption,
+        batch = ImageTextData(scenes_corpus(scenes, vq, tokenizer, self.px), self.cfg, self.eos_id, self.p_caption,
                               self.p_uncond, self.p_dense, self.object_weight, self.contrast, negatives)
         return batch.collate(np.arange(len(seeds)), seeds)
 
