@@ -96,10 +96,9 @@ def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int
     model takes from the prompt, in nats per image (an estimate of the pointwise mutual information of image and
     prompt under the model). Objects, colours and relations of a world scene carry tens of nats (19 kinds, 10
     colours ...); a model that draws backgrounds and blobs regardless of the prompt scores about 0."""
+    from mars_eval.recipe.data import object_tokens
     from mars_eval.recipe.sequences import pad_right, t2i
     from mars_ref.losses import ntp_targets
-
-    from mars_eval.recipe.data import object_tokens
 
     cfg = model.config
     rng = np.random.default_rng(seed)
