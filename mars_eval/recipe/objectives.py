@@ -72,6 +72,10 @@ class TextLMLoss:
 
 
 # ---- Stage I / II: next-token prediction over the joint vocabulary ------------------------------------------------
+FRESH_STREAM = 8  # numpy SeedSequence stream of fresh scenes, apart from the task draws of ImageTextData
+NEGATIVE_STREAM = 9  # ... of the negative captions of the contrastive term
+
+
 @dataclass
 class ImageTextData:
     corpus: Corpus
@@ -127,10 +131,6 @@ class ImageTextData:
                 weight[row, start : start + len(obj)] = torch.where(obj, self.object_weight, 1.0)
             batch["weight"] = weight
         return batch
-
-
-FRESH_STREAM = 8  # numpy SeedSequence stream of fresh scenes, apart from the task draws of ImageTextData
-NEGATIVE_STREAM = 9  # ... of the negative captions of the contrastive term
 
 
 @functools.lru_cache(maxsize=2)
