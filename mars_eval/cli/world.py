@@ -70,6 +70,13 @@ def build_cmd(
     train_size: Annotated[
         int, typer.Option("--train-size", help="Prompts per category in each *_train.txt.")
     ] = 700,
+    layout: Annotated[
+        str, typer.Option("--layout", help="Where objects go: 'free' (anywhere) or 'slots' (a fixed place per "
+                          "object, from the caption's order and relation).")
+    ] = "free",
+    backgrounds: Annotated[
+        str, typer.Option("--backgrounds", help="'varied' (six textured kinds) or 'plain' (one muted colour).")
+    ] = "varied",
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier world build in --out.")
     ] = False,
@@ -78,7 +85,9 @@ def build_cmd(
     """Write prompt sets (300 val prompts per category), Stage I/II/III image corpora, interleaved sequences
     and the LLM text corpus, each with a JSONL manifest of ground truth. Files appear only when complete."""
     from mars_ref.world.build import build_world, check_output_dir
+    from mars_ref.world.style import WorldStyle
 
+    style = WorldStyle(layout, backgrounds)  # a bad value is a one-line error before anything is written
     _positive("--n", n, allow_zero=False)
     _positive("--val-size", val_size, allow_zero=False)
     for name, v in (
@@ -114,6 +123,7 @@ def build_cmd(
             n_text=n_text,
             val_size=val_size,
             train_size=train_size,
+            style=style,
             overwrite=overwrite,
             progress=on_progress,
         )

@@ -29,6 +29,7 @@ from mars_eval.judges.world_rules import passes
 from mars_ref.world.render import render
 from mars_ref.world.sampling import OCCLUSION_RELATIONS
 from mars_ref.world.scene import Scene
+from mars_ref.world.style import world_style
 
 SIZE = 32
 SOURCES = ("val", "fresh")  # held-out val prompts (the reported calibration), or fresh scenes (a dev set)
@@ -54,14 +55,14 @@ def val_rows(world_dir: str | Path, category: str) -> list[dict]:
 
 def calibration_items(world_dir: str | Path, category: str, n: int, seed: int) -> list[tuple[str, str, Scene, Scene]]:
     """(prompt_en, prompt_zh, true scene, corrupted scene) for up to `n` val prompts of `category`."""
-    rows = val_rows(world_dir, category)
+    rows, style = val_rows(world_dir, category), world_style(world_dir)
     rng = np.random.default_rng([seed, 101, CATEGORIES.index(category)])
     order = rng.permutation(len(rows))[: n]
     items = []
     for i in order:
         row = rows[int(i)]
         scene = Scene.from_dict(row["scene"])
-        bad = corrupt(scene, category, rng)
+        bad = corrupt(scene, category, rng, style)
         if bad is not None:
             items.append((row["prompt"], row["prompt_zh"], scene, bad))
     return items
@@ -75,20 +76,20 @@ def fresh_items(world_dir: str | Path, category: str, n: int, seed: int) -> list
     from mars_ref.world.captions import caption
     from mars_ref.world.sampling import sample_scene
 
-    val = val_prompts(world_dir)
+    val, style = val_prompts(world_dir), world_style(world_dir)
     source, rels = SUBSETS.get(category, (category, None))
     rng = np.random.default_rng([seed, 103, CATEGORIES.index(category)])
     items = []
     for _ in range(FRESH_TRIES * n):
         if len(items) == n:
             break
-        scene = sample_scene(source, rng)
+        scene = sample_scene(source, rng, style=style)
         if rels is not None and not any(r.rel in rels for r in scene.relations):
             continue
         en = caption(scene, "en")
         if en in val:
             continue
-        bad = corrupt(scene, category, rng)
+        bad = corrupt(scene, category, rng, style)
         if bad is not None:
             items.append((en, caption(scene, "zh"), scene, bad))
     return items

@@ -26,6 +26,7 @@ from mars_ref.world import lexicon as L
 from mars_ref.world.layout import LayoutError
 from mars_ref.world.sampling import OCCLUSION_RELATIONS, realize
 from mars_ref.world.scene import Relation, Scene
+from mars_ref.world.style import DEFAULT_STYLE, WorldStyle
 
 OPPOSITE = {"left_of": "right_of", "right_of": "left_of", "above": "below", "below": "above",
             "bigger_than": "smaller_than", "smaller_than": "bigger_than",
@@ -71,21 +72,22 @@ def mirror(scene: Scene, rel: str) -> Scene:
     return replace(scene, objects=objs, relations=rels)
 
 
-def _relaid(scene: Scene, groups, relations, rng) -> Scene | None:
+def _relaid(scene: Scene, groups, relations, rng, style: WorldStyle) -> Scene | None:
     for _ in range(10):
         try:
-            return realize(scene.category, tuple(groups), tuple(relations), rng, scene.aspect)
+            return realize(scene.category, tuple(groups), tuple(relations), rng, scene.aspect, style)
         except LayoutError:
             continue
     return None
 
 
-def corrupt_relation(scene: Scene, r: Relation, rng: np.random.Generator) -> Scene | None:
+def corrupt_relation(scene: Scene, r: Relation, rng: np.random.Generator,
+                     style: WorldStyle = DEFAULT_STYLE) -> Scene | None:
     if r.rel in L.SPATIAL_RELATIONS:
         return mirror(scene, r.rel)
     if r.rel in ("bigger_than", "smaller_than"):
         rels = [replace(x, rel=OPPOSITE[x.rel]) if x == r else x for x in scene.relations]
-        return _relaid(scene, scene.groups, rels, rng)
+        return _relaid(scene, scene.groups, rels, rng, style)
     if r.rel in OCCLUSION_RELATIONS:  # swap the drawing order of the pair's members
         objs = list(scene.objects)
         slots = [k for k, o in enumerate(objs) if o.group in (r.subj, r.obj)]
@@ -101,7 +103,7 @@ def corrupt_relation(scene: Scene, r: Relation, rng: np.random.Generator) -> Sce
     return None
 
 
-def corrupt_count(scene: Scene, rng: np.random.Generator) -> Scene | None:
+def corrupt_count(scene: Scene, rng: np.random.Generator, style: WorldStyle = DEFAULT_STYLE) -> Scene | None:
     gi = int(rng.integers(len(scene.groups)))
     g = scene.groups[gi]
     if g.count >= 2 and (g.count == L.MAX_COUNT or rng.random() < 0.5):
@@ -112,26 +114,27 @@ def corrupt_count(scene: Scene, rng: np.random.Generator) -> Scene | None:
         return replace(scene, groups=tuple(groups), objects=tuple(o for k, o in enumerate(scene.objects) if k != drop))
     groups = list(scene.groups)
     groups[gi] = replace(g, count=g.count + 1)
-    return _relaid(scene, groups, scene.relations, rng)
+    return _relaid(scene, groups, scene.relations, rng, style)
 
 
-def corrupt(scene: Scene, category: str, rng: np.random.Generator) -> Scene | None:
-    """A scene for which the caption of `scene` is false, differing in the property `category` judges."""
+def corrupt(scene: Scene, category: str, rng: np.random.Generator, style: WorldStyle = DEFAULT_STYLE) -> Scene | None:
+    """A scene for which the caption of `scene` is false, differing in the property `category` judges; a scene
+    laid out anew (a size or count change) is drawn in the world's `style`."""
     if category in ATTR_VALUES:
         return corrupt_attribute(scene, category, rng)
     if category in ("spatial", "non_spatial"):
-        return corrupt_relation(scene, scene.relations[0], rng)
+        return corrupt_relation(scene, scene.relations[0], rng, style)
     if category == "3d_spatial":
         r = next((r for r in scene.relations if r.rel in OCCLUSION_RELATIONS), None)
-        return corrupt_relation(scene, r, rng) if r is not None else None
+        return corrupt_relation(scene, r, rng, style) if r is not None else None
     if category == "numeracy":
-        return corrupt_count(scene, rng)
+        return corrupt_count(scene, rng, style)
     if category == "complex":
         options = [("rel", r) for r in scene.relations]
         options += [("attr", a) for a in ATTR_VALUES if any(getattr(g, a) for g in scene.groups)]
         for k in rng.permutation(len(options)):  # the next option when one cannot be laid out
             kind, what = options[int(k)]
-            bad = corrupt_relation(scene, what, rng) if kind == "rel" else corrupt_attribute(scene, what, rng)
+            bad = corrupt_relation(scene, what, rng, style) if kind == "rel" else corrupt_attribute(scene, what, rng)
             if bad is not None:
                 return bad
     return None

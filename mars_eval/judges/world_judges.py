@@ -31,6 +31,7 @@ from mars_eval.world_clip.scenes import SceneStream, val_prompts
 from mars_eval.world_clip.store import staged_dir
 from mars_ref.errors import MarsRefError
 from mars_ref.world.parse import parse_caption
+from mars_ref.world.style import world_style
 
 # 2: class-agnostic finder + crop reader; 3: occlusion read from the crop; 4: pairwise occlusion-order reader
 FORMAT = "mars-world-judges/4"
@@ -126,9 +127,9 @@ def train_world_judges(world_dir: str | Path, out_dir: str | Path, seed: int = 0
     n_cal = max(1, min(MAX_CALIBRATION_IMAGES, len(scenes) // 10))
     if len(scenes) - n_cal < 1:
         raise MarsEvalError(f"{world_dir}: {len(scenes)} training images are too few (need >= 2)")
-    val = val_prompts(world_dir)
-    stream = SceneStream(cfg.seed, val, weights=dict(cfg.fresh_weights)) if cfg.fresh > 0 else None
-    pairs = MinimalPairs(cfg.seed, val) if cfg.order_pairs else None
+    val, style = val_prompts(world_dir), world_style(world_dir)
+    stream = SceneStream(cfg.seed, val, weights=dict(cfg.fresh_weights), style=style) if cfg.fresh > 0 else None
+    pairs = MinimalPairs(cfg.seed, val, style=style) if cfg.order_pairs else None
     model, summary = train_detector(images[:-n_cal], scenes[:-n_cal], cfg, progress, stream, vq, pairs,
                                     start.detector if start is not None else None)
     platt, held_out = evaluate_detector(model, images[-n_cal:], scenes[-n_cal:])

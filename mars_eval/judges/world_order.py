@@ -29,6 +29,7 @@ from mars_ref.world.captions import caption
 from mars_ref.world.render import render
 from mars_ref.world.sampling import OCCLUSION_RELATIONS, sample_scene
 from mars_ref.world.scene import Obj, Scene
+from mars_ref.world.style import DEFAULT_STYLE, WorldStyle
 
 SOURCES = (("non_spatial", 0.7), ("complex", 0.3))  # the categories whose prompts state occlusion relations
 
@@ -66,14 +67,14 @@ class MinimalPairs:
     """Fresh scenes with an occlusion relation, each rendered in both drawing orders; like `SceneStream`, a
     scene whose caption is a val prompt of the world is skipped."""
 
-    def __init__(self, seed: int, exclude: set[str], size: int = 32):
+    def __init__(self, seed: int, exclude: set[str], size: int = 32, style: WorldStyle = DEFAULT_STYLE):
         self.rng = np.random.default_rng([seed, STREAM, 1])
-        self.exclude, self.size = exclude, size
+        self.exclude, self.size, self.style = exclude, size, style
 
     def scene(self) -> tuple[Scene, Obj, Obj]:
         cats, p = zip(*SOURCES, strict=True)
         while True:
-            s = sample_scene(cats[int(self.rng.choice(len(cats), p=p))], self.rng)
+            s = sample_scene(cats[int(self.rng.choice(len(cats), p=p))], self.rng, style=self.style)
             pair = occlusion_pair(s)
             if pair is not None and caption(s, "en") not in self.exclude:
                 return s, *pair

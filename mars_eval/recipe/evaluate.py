@@ -19,7 +19,7 @@ import torch
 
 from mars_ref.sampling import generate_text
 from mars_ref.vq_train import to_model_range
-from mars_ref.world import CATEGORIES, caption, parse_caption, render, sample_scene
+from mars_ref.world import CATEGORIES, DEFAULT_STYLE, WorldStyle, caption, parse_caption, render, sample_scene
 
 
 def _norm(s: str) -> str:
@@ -79,16 +79,18 @@ def translation_teacher_forced(model, tokenizer, pairs_file: Path, limit: int = 
     return {"translation_token_accuracy": hits / total, "translation_nll": nll / total, "n": len(pairs)}
 
 
-def _fresh_renders(vq, n: int, rng: np.random.Generator, px: int = 32) -> tuple[list, torch.Tensor]:
-    """n new world scenes spread over the categories, and the VQ codes (n, h*w) of their px x px renders."""
-    scenes = [sample_scene(CATEGORIES[i % len(CATEGORIES)], rng) for i in range(n)]
+def _fresh_renders(vq, n: int, rng: np.random.Generator, px: int = 32,
+                   style: WorldStyle = DEFAULT_STYLE) -> tuple[list, torch.Tensor]:
+    """n new world scenes (drawn in `style`) spread over the categories, and the VQ codes (n, h*w) of their px x px
+    renders."""
+    scenes = [sample_scene(CATEGORIES[i % len(CATEGORIES)], rng, style=style) for i in range(n)]
     x = torch.from_numpy(np.stack([np.asarray(render(s, px, px)) for s in scenes])).permute(0, 3, 1, 2)  # uint8
     return scenes, vq.encode(to_model_range(x)).flatten(1)
 
 
 @torch.inference_mode()
 def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int = 32, lang: str = "en",
-               px: int = 32) -> dict:
+               px: int = 32, style: WorldStyle = DEFAULT_STYLE) -> dict:
     """Teacher-forced NLL of the image tokens of n fresh px x px renders (nats per token) given their own short
     caption in `lang`, another scene's caption (a derangement of the same captions) and the empty caption.
 
@@ -102,7 +104,7 @@ def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int
 
     cfg = model.config
     rng = np.random.default_rng(seed)
-    scenes, codes = _fresh_renders(vq, n, rng, px)
+    scenes, codes = _fresh_renders(vq, n, rng, px, style)
     side = int(round(codes.shape[1] ** 0.5))
     on_object = torch.stack([object_tokens(s, side, side) for s in scenes])  # (n, h*w)
     own = [tokenizer(caption(s, lang), add_special_tokens=False)["input_ids"] for s in scenes]
@@ -143,7 +145,8 @@ def _parse_any(text: str) -> dict | None:
 
 
 @torch.inference_mode()
-def captioning_accuracy(model, vq, tokenizer, n: int = 140, seed: int = 12345) -> dict:
+def captioning_accuracy(model, vq, tokenizer, n: int = 140, seed: int = 12345,
+                        style: WorldStyle = DEFAULT_STYLE) -> dict:
     """Caption n fresh 32 px renders (spread over the categories) and score the parses against ground truth.
 
     A world caption states only its category's attributes (a colour scene's caption names colours, a texture
@@ -151,7 +154,7 @@ def captioning_accuracy(model, vq, tokenizer, n: int = 140, seed: int = 12345) -
     `caption_kind_recall` counts the stated object kinds the caption names."""
     cfg = model.config
     rng = np.random.default_rng(seed)
-    scenes, codes = _fresh_renders(vq, n, rng)
+    scenes, codes = _fresh_renders(vq, n, rng, style=style)
     prompts = [[cfg.boi_id] + (c + cfg.codebook_offset).tolist() + [cfg.eoi_id] for c in codes]
     texts = _greedy(model, tokenizer, prompts, max_new=40)
     exact, obj_hits, obj_total, parsed, kind_hits = 0, 0, 0, 0, 0

@@ -27,7 +27,7 @@ from mars_ref.config import MarsConfig
 from mars_ref.losses import LossStats, ntp_loss, ntp_targets
 from mars_ref.model import is_visual_param
 from mars_ref.nktp import nktp_loss, random_mask
-from mars_ref.world import caption, training_scene
+from mars_ref.world import caption, training_scene, world_style
 
 LANGS = ("en", "zh")
 
@@ -135,11 +135,12 @@ class ImageTextData:
 
 @functools.lru_cache(maxsize=2)
 def _scene_tools(world: str, vq_dir: str, tokenizer_dir: str):
-    """(val prompts, VQ, text tokenizer) of a fresh-scene source, loaded once per process."""
+    """(val prompts, world style, VQ, text tokenizer) of a fresh-scene source, loaded once per process."""
     from mars_ref.text_tokenizer import load_text_tokenizer
     from mars_ref.vq_formats import load_vq
 
-    return val_prompts(Path(world)), load_vq(Path(vq_dir)).eval(), load_text_tokenizer(Path(tokenizer_dir))
+    return (val_prompts(Path(world)), world_style(world), load_vq(Path(vq_dir)).eval(),
+            load_text_tokenizer(Path(tokenizer_dir)))
 
 
 @dataclass
@@ -165,11 +166,13 @@ class FreshImageTextData:
         return self.size
 
     def collate(self, indices, seeds):
-        held_out, vq, tokenizer = _scene_tools(self.world, self.vq_dir, self.tokenizer_dir)
-        scenes = [training_scene(np.random.default_rng([int(s), FRESH_STREAM]), held_out) for s in seeds]
+        held_out, style, vq, tokenizer = _scene_tools(self.world, self.vq_dir, self.tokenizer_dir)
+        scenes = [training_scene(np.random.default_rng([int(s), FRESH_STREAM]), held_out, style=style)
+                  for s in seeds]
         negatives = None
         if self.contrast:  # the caption of another fresh scene (not rendered)
-            others = [training_scene(np.random.default_rng([int(s), NEGATIVE_STREAM]), held_out) for s in seeds]
+            others = [training_scene(np.random.default_rng([int(s), NEGATIVE_STREAM]), held_out, style=style)
+                      for s in seeds]
             negatives = {lang: tokenizer([caption(o, lang) for o in others], add_special_tokens=False)["input_ids"]
                          for lang in LANGS}
         batch = ImageTextData(scenes_corpus(scenes, vq, tokenizer, self.px), self.cfg, self.eos_id, self.p_caption,

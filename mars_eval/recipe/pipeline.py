@@ -103,6 +103,7 @@ def _check_tables(tables: dict, source: str) -> None:
     from mars_ref.errors import MarsRefError
     from mars_ref.vq import vq_preset
     from mars_ref.vq_train import VQTrainConfig
+    from mars_ref.world import WorldStyle
 
     def check(table: str, fn) -> None:
         try:
@@ -123,6 +124,7 @@ def _check_tables(tables: dict, source: str) -> None:
         VQTrainConfig(**t)
 
     check("world", ints(n=1, seed=0))
+    check("world", WorldStyle.from_table)
     check("tokenizer", ints(vocab_size=1))
     check("vq", vq)
     check("model", lambda t: MarsConfig(name="check", text_vocab_size=tables["tokenizer"]["vocab_size"],
@@ -180,7 +182,7 @@ class Artifacts:
 
     # -- artifacts ----------------------------------------------------------------------------------------------
     def world(self) -> Path:
-        from mars_ref.world import build_world
+        from mars_ref.world import WorldStyle, build_world
         from mars_ref.world.build import FORMAT
 
         self.kit()  # a kit built from other tables fails here, before the world is built
@@ -188,7 +190,7 @@ class Artifacts:
         d = self._dir("world", {**t, "format": FORMAT})
         if not self.done(d):
             shutil.rmtree(d, ignore_errors=True)
-            info = build_world(d / "world", n=int(t["n"]), seed=int(t["seed"]))
+            info = build_world(d / "world", n=int(t["n"]), seed=int(t["seed"]), style=WorldStyle.from_table(t))
             self._finish(d, {"seconds": info["seconds"], "images": info["images"]})
         return d / "world"
 

@@ -31,6 +31,7 @@ from mars_eval.io import atomic_write_json, read_jsonl
 from mars_eval.report.build import RESULTS as RESULTS_FILE
 from mars_eval.results import append_rows, stamp
 from mars_eval.suites.control import relabel
+from mars_ref.world.style import world_style
 
 # The [ablate] table of a preset: the evaluation budget of the grid.
 DEFAULTS = {
@@ -211,14 +212,16 @@ class Ablation:
         rows = [{**row, "metric": k, "value": float(res[k])} for k in
                 ("translation_token_accuracy", "translation_nll", "translation_en2zh", "translation_zh2en")]
         if not llm:
-            cap = captioning_accuracy(model, self.arts.vq(), tok, n=self.b["captioning_images"], seed=1000 + seed)
+            style = world_style(self.arts.world())  # fresh scenes are drawn the way the models' world draws them
+            cap = captioning_accuracy(model, self.arts.vq(), tok, n=self.b["captioning_images"], seed=1000 + seed,
+                                      style=style)
             row = {**row, "table": "Captioning (fresh world renders vs ground truth)"}
             rows += [{**row, "metric": k, "value": float(cap[k])} for k in
                      ("caption_exact", "caption_object_recall", "caption_kind_recall", "caption_parsed")]
             row = {**row, "table": TABLE_PROMPT_USE}
             for lang, suffix in (("en", ""), ("zh", " (ZH)")):
                 use = prompt_use(model, self.arts.vq(), tok, n=self.b["captioning_images"], seed=2000 + seed,
-                                 lang=lang)
+                                 lang=lang, style=style)
                 rows += [{**row, "metric": k + suffix, "value": float(use[k])} for k in
                          ("prompt_gain", "t2i_nll", "t2i_nll_other_caption", "t2i_nll_empty_caption")]
         return rows

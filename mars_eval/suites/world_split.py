@@ -27,6 +27,7 @@ from mars_eval.results import config_hash
 from mars_ref.world.captions import caption
 from mars_ref.world.render import render
 from mars_ref.world.sampling import CATEGORIES, sample_scene
+from mars_ref.world.style import DEFAULT_STYLE, WorldStyle, world_style
 
 FORMAT = "mars-world-coco/1"  # bump when a change here changes what a split holds
 STREAM = 9101  # distinct from the world build's streams (1-7) and the fresh-scene stream (9001)
@@ -60,14 +61,15 @@ def excluded_captions(world: Path) -> set[str]:
     return out
 
 
-def sample_items(seed: int, n: int, exclude: set[str], aspect: tuple[int, int] = (1, 1)) -> list:
+def sample_items(seed: int, n: int, exclude: set[str], aspect: tuple[int, int] = (1, 1),
+                 style: WorldStyle = DEFAULT_STYLE) -> list:
     """The first n scenes of the split (item i from its own stream; see the module doc)."""
     taken = set(exclude)
     scenes = []
     for i in range(n):
         rng = np.random.default_rng([seed, STREAM, i])
         for _ in range(MAX_DRAWS):
-            scene = sample_scene(CATEGORIES[int(rng.integers(len(CATEGORIES)))], rng, aspect)
+            scene = sample_scene(CATEGORIES[int(rng.integers(len(CATEGORIES)))], rng, aspect, style)
             text = caption(scene, "en")
             if text not in taken:
                 break
@@ -100,7 +102,7 @@ def build_split(world: str | Path, n: int, size: tuple[int, int], root: str | Pa
     if (out / MARKER).is_file():
         return out
     g = gcd(w, h)
-    scenes = sample_items(int(meta["seed"]), n, excluded_captions(world), (w // g, h // g))
+    scenes = sample_items(int(meta["seed"]), n, excluded_captions(world), (w // g, h // g), world_style(world))
     with staged_dir(out, _check_target(MARKER)) as tmp:
         (tmp / "images").mkdir()
         for i, s in enumerate(scenes):

@@ -19,6 +19,7 @@ from mars_ref.world.captions import caption
 from mars_ref.world.render import render
 from mars_ref.world.sampling import CATEGORIES, sample_scene
 from mars_ref.world.scene import Scene
+from mars_ref.world.style import DEFAULT_STYLE, WorldStyle
 
 STREAM = 9001  # distinct from mars_ref.world.build.STREAMS and the prompt stream
 
@@ -37,8 +38,9 @@ class SceneStream:
     alone, so a trainer that must read textures or crowded scenes asks for more of those categories."""
 
     def __init__(self, seed: int, exclude: set[str], size: int = 32, out_size: int | None = None,
-                 weights: dict[str, float] | None = None):
+                 weights: dict[str, float] | None = None, style: WorldStyle = DEFAULT_STYLE):
         self.rng = np.random.default_rng([seed, STREAM])
+        self.style = style  # the world's (mars_ref.world.style)
         self.exclude = exclude
         w = np.array([float((weights or {}).get(c, 1.0)) for c in CATEGORIES])
         if weights and (set(weights) - set(CATEGORIES) or (w < 0).any() or w.sum() <= 0):
@@ -51,7 +53,7 @@ class SceneStream:
         while True:
             k = self.rng.integers(len(CATEGORIES)) if self.weights is None else self.rng.choice(len(CATEGORIES), p=self.p)
             cat = CATEGORIES[int(k)]
-            s = sample_scene(cat, self.rng)
+            s = sample_scene(cat, self.rng, style=self.style)
             if caption(s, "en") not in self.exclude:
                 return s
 

@@ -37,6 +37,7 @@ from mars_eval.world_clip.retrieval import embed, top1_in_batch
 from mars_eval.world_clip.scenes import ScenePool, SceneStream, val_prompts
 from mars_eval.world_clip.store import staged_dir
 from mars_ref.world.captions import caption
+from mars_ref.world.style import world_style
 
 MARKER = "world_clip.json"
 FORMAT = "mars-world-clip/1"
@@ -189,7 +190,8 @@ def train_world_clip(world: str | Path, out: str | Path, cfg: WorldClipConfig | 
             model.logit_scale.fill_(math.log(cfg.logit_scale_init))
         t_train, cpu_train = time.perf_counter(), time.process_time()
         exclude = val_prompts(world) | set(held.captions["en"])
-        stream = SceneStream(cfg.seed, exclude, out_size=cfg.image_size) if cfg.fresh > 0 else None
+        stream = (SceneStream(cfg.seed, exclude, out_size=cfg.image_size, style=world_style(world))
+                  if cfg.fresh > 0 else None)
         losses = train_clip_model(model, train, cfg, progress, stream, tokenizer)
         train_seconds, train_cpu = time.perf_counter() - t_train, time.process_time() - cpu_train
         retrieval = evaluate_retrieval(model, held, cfg.eval_batch)

@@ -4,8 +4,10 @@ Library API (everything is deterministic given a `numpy.random.Generator` or a s
 
     CATEGORIES                                  ("color", "shape", "texture", "spatial", "non_spatial",
                                                  "complex", "numeracy")
-    sample_scene(category, rng, aspect=(1, 1)) -> Scene
+    sample_scene(category, rng, aspect=(1, 1), style=DEFAULT_STYLE) -> Scene
     training_scene(rng, held_out) -> Scene      a scene of a random category whose caption is no val prompt
+    WorldStyle(layout, backgrounds)             how scenes are drawn ("free"/"slots", "varied"/"plain");
+    world_style(world_dir) -> WorldStyle        the style a built world was drawn with
     render(scene, width, height) -> PIL.Image   anti-aliased RGB; width:height must equal scene.aspect
     caption(scene, lang, res=None) -> str       lang "en" or "zh"; res=(w, h) prepends "<res WxH> "
     parse_caption(text, lang) -> dict           {"objects": [...], "relations": [...], "res": [w, h] | None},
@@ -34,9 +36,11 @@ from mars_ref.world.sampling import (
     sample_spec,
 )
 from mars_ref.world.scene import Background, Group, Obj, Relation, Scene, relation_holds, scene_relations_hold
+from mars_ref.world.style import DEFAULT_STYLE, WorldStyle, world_style
 
 __all__ = [
     "CATEGORIES",
+    "DEFAULT_STYLE",
     "COLORS",
     "COMPLEX_KINDS",
     "KINDS",
@@ -61,4 +65,6 @@ __all__ = [
     "sample_spec",
     "scene_relations_hold",
     "training_scene",
+    "WorldStyle",
+    "world_style",
 ]

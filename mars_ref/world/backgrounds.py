@@ -12,7 +12,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from mars_ref.world.scene import BACKGROUNDS, Background
+from mars_ref.world.scene import BACKGROUNDS, PLAIN_BACKGROUND, Background
 
 
 def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -20,7 +20,14 @@ def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
-def sample_background(rng: np.random.Generator) -> Background:
+PLAIN_GREY = (160, 160, 160)  # the plain style's backdrop: apart from white (246) and black (28) objects alike
+
+
+def sample_background(rng: np.random.Generator, style: str = "varied") -> Background:
+    """A background of the world style's `backgrounds`: "varied" draws one of BACKGROUNDS; "plain" is the same
+    neutral grey for every scene (draws nothing)."""
+    if style == "plain":
+        return Background(PLAIN_BACKGROUND, (PLAIN_GREY, PLAIN_GREY))
     kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     h = float(rng.random())
     u = rng.uniform
@@ -101,7 +108,9 @@ def paint_background(bg: Background, width: int, height: int, canvas: tuple[floa
     def lerp(c0, c1, t):  # t broadcastable to (H, W) -> (3, H, W)
         return c0 + (c1 - c0) * np.broadcast_to(t, (height, width))[None]
 
-    if bg.kind == "gradient":
+    if bg.kind == PLAIN_BACKGROUND:
+        img = np.broadcast_to(cols[0], (3, height, width)).copy()
+    elif bg.kind == "gradient":
         ca, sa = math.cos(bg.param), math.sin(bg.param)
         t = ((uu[None, :] - cw / 2) * ca + (vv[:, None] - ch / 2) * sa) / (abs(ca) * cw + abs(sa) * ch) + 0.5
         img = lerp(cols[0], cols[1], np.clip(t, 0, 1))

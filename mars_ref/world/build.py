@@ -36,6 +36,7 @@ from mars_ref.world.render import render
 from mars_ref.world.sampling import CATEGORIES, realize, sample_scene, sample_spec
 from mars_ref.world.scene import Scene
 from mars_ref.world.sequences import sample_sequence, step_scene, step_text
+from mars_ref.world.style import DEFAULT_STYLE, WorldStyle
 
 FORMAT = "mars-world/8"  # bump when a change to the generator changes what a seed builds
 MARKER = "world.json"
@@ -88,11 +89,12 @@ def _rng(seed: int, corpus: str, i: int) -> np.random.Generator:
     return np.random.default_rng([seed, STREAMS[corpus], i])
 
 
-def training_scene(rng, held_out: set[str], category: str | None = None, aspect=(1, 1)) -> Scene:
+def training_scene(rng, held_out: set[str], category: str | None = None, aspect=(1, 1),
+                   style: WorldStyle = DEFAULT_STYLE) -> Scene:
     """A random training scene: its caption is not one of `held_out` (the val prompts)."""
     while True:
         cat = category or CATEGORIES[int(rng.integers(len(CATEGORIES)))]
-        scene = sample_scene(cat, rng, aspect)
+        scene = sample_scene(cat, rng, aspect, style)
         if caption(scene, "en") not in held_out:
             return scene
 
@@ -123,11 +125,11 @@ def _tick(progress: Progress | None, stage: str, done: int, total: int) -> None:
 
 
 # ---- corpora -----------------------------------------------------------------------------------------------
-def _stage1(root: Path, n: int, seed: int, held_out, progress) -> int:
+def _stage1(root: Path, n: int, seed: int, held_out, progress, style: WorldStyle) -> int:
     (root / "images").mkdir(parents=True)
     rows = []
     for i in range(n):
-        scene = training_scene(_rng(seed, "stage1", i), held_out)
+        scene = training_scene(_rng(seed, "stage1", i), held_out, style=style)
         name = f"images/{i:06d}.png"
         _save_png(render(scene, BASE_RES, BASE_RES), root / name)
         rows.append({"id": i, "image": name, "width": BASE_RES, "height": BASE_RES, **_caption_row(scene)})
@@ -136,14 +138,14 @@ def _stage1(root: Path, n: int, seed: int, held_out, progress) -> int:
     return n
 
 
-def _stage2(root: Path, n: int, seed: int, held_out, progress) -> int:
+def _stage2(root: Path, n: int, seed: int, held_out, progress, style: WorldStyle) -> int:
     (root / "images").mkdir(parents=True)
     rows = []
     for i in range(n):
         rng = _rng(seed, "stage2", i)
         w, h = STAGE2_SIZES[int(rng.integers(len(STAGE2_SIZES)))]
         g = math.gcd(w, h)
-        scene = training_scene(rng, held_out, aspect=(w // g, h // g))
+        scene = training_scene(rng, held_out, aspect=(w // g, h // g), style=style)
         name = f"images/{i:06d}.png"
         _save_png(render(scene, w, h), root / name)
         rows.append({"id": i, "image": name, "width": w, "height": h, **_caption_row(scene, (w, h))})
@@ -152,12 +154,12 @@ def _stage2(root: Path, n: int, seed: int, held_out, progress) -> int:
     return n
 
 
-def _stage3(root: Path, n: int, seed: int, held_out, progress) -> int:
+def _stage3(root: Path, n: int, seed: int, held_out, progress, style: WorldStyle) -> int:
     (root / "low").mkdir(parents=True)
     (root / "high").mkdir()
     rows = []
     for i in range(n):
-        scene = training_scene(_rng(seed, "stage3", i), held_out)
+        scene = training_scene(_rng(seed, "stage3", i), held_out, style=style)
         low, high = f"low/{i:06d}.png", f"high/{i:06d}.png"
         _save_png(render(scene, BASE_RES, BASE_RES), root / low)
         _save_png(render(scene, HIGH_RES, HIGH_RES), root / high)
@@ -176,11 +178,11 @@ def _stage3(root: Path, n: int, seed: int, held_out, progress) -> int:
     return 2 * n
 
 
-def _interleaved(root: Path, n: int, seed: int, progress) -> int:
+def _interleaved(root: Path, n: int, seed: int, progress, style: WorldStyle) -> int:
     (root / "images").mkdir(parents=True)
     rows, images = [], 0
     for i in range(n):
-        scene = sample_sequence(_rng(seed, "interleaved", i))
+        scene = sample_sequence(_rng(seed, "interleaved", i), style=style)
         steps = []
         for k in range(1, len(scene.groups) + 1):
             name = f"images/{i:06d}_{k}.png"
@@ -202,7 +204,7 @@ def _interleaved(root: Path, n: int, seed: int, progress) -> int:
     return images
 
 
-def _text(root: Path, n: int, seed: int, held_out: set[str], progress) -> dict:
+def _text(root: Path, n: int, seed: int, held_out: set[str], progress, style: WorldStyle) -> dict:
     """LLM text: captions in both languages, EN->ZH and ZH->EN pairs, QA; plus held-out translation/QA."""
     root.mkdir(parents=True)
 
@@ -252,7 +254,7 @@ def _text(root: Path, n: int, seed: int, held_out: set[str], progress) -> dict:
         lines += [en, zh, f"EN: {en} ZH: {zh}" if rng.random() < 0.5 else f"ZH: {zh} EN: {en}"]
         lines += qa_lines(en, zh, groups, rels, rng)
         if rng.random() < DENSE_TEXT_SHARE:
-            lines += _dense_lines(cat, groups, rels, rng)
+            lines += _dense_lines(cat, groups, rels, rng, style)
         _tick(progress, "text", i + 1, n)
     (root / "train.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8", newline="\n")
     _write_jsonl(root / "translation_val.jsonl", val_pairs)
@@ -260,11 +262,11 @@ def _text(root: Path, n: int, seed: int, held_out: set[str], progress) -> dict:
     return {"text_lines": len(lines), "translation_val": len(val_pairs), "qa_val": len(val_qa)}
 
 
-def _dense_lines(category: str, groups, rels, rng) -> list[str]:
+def _dense_lines(category: str, groups, rels, rng, style: WorldStyle) -> list[str]:
     """Dense captions of one realisation of a caption spec (EN, ZH, a translation pair), so the text LLM and its
     tokenizer know the language of Stage I's dense captions; none when the spec cannot be laid out."""
     try:
-        scene = realize(category, groups, rels, rng)
+        scene = realize(category, groups, rels, rng, style=style)
     except LayoutError:
         return []
     en, zh = dense_caption(scene, "en"), dense_caption(scene, "zh")
@@ -283,6 +285,7 @@ def build_world(
     n_text: int | None = None,
     val_size: int = VAL_SIZE,
     train_size: int = TRAIN_SIZE,
+    style: WorldStyle = DEFAULT_STYLE,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> dict:
@@ -304,18 +307,19 @@ def build_world(
         raise MarsRefError(f"seed must be a non-negative integer, got {seed!r}")
     t0 = time.perf_counter()
     with staged_dir(out_dir, overwrite) as tmp:
-        sets = prompt_sets(seed, val_size, train_size)
+        sets = prompt_sets(seed, val_size, train_size, style)
         _tick(progress, "prompts", 1, 1)
         prompt_files = write_prompt_sets(tmp / "prompts", sets)
         held_out = held_out_prompts(sets)
-        images = _stage1(tmp / "stage1", counts["stage1"], seed, held_out, progress)
-        images += _stage2(tmp / "stage2", counts["stage2"], seed, held_out, progress)
-        images += _stage3(tmp / "stage3", counts["stage3"], seed, held_out, progress)
-        images += _interleaved(tmp / "interleaved", counts["interleaved"], seed, progress)
-        text = _text(tmp / "text", counts["text"], seed, held_out, progress)
+        images = _stage1(tmp / "stage1", counts["stage1"], seed, held_out, progress, style)
+        images += _stage2(tmp / "stage2", counts["stage2"], seed, held_out, progress, style)
+        images += _stage3(tmp / "stage3", counts["stage3"], seed, held_out, progress, style)
+        images += _interleaved(tmp / "interleaved", counts["interleaved"], seed, progress, style)
+        text = _text(tmp / "text", counts["text"], seed, held_out, progress, style)
         meta = {
             "format": FORMAT,
             "seed": seed,
+            "style": style.to_dict(),
             "counts": counts,
             "images": images,
             **text,

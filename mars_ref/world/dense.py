@@ -36,6 +36,7 @@ POSITION_ZH: dict[tuple[str, str], str] = {
 BACKGROUND_WORDS: dict[str, tuple[str, str]] = {
     "gradient": ("gradient", "渐变"), "radial": ("glow", "光晕"), "noise": ("mottled", "斑驳"),
     "landscape": ("landscape", "风景"), "room": ("room", "房间"), "tiles": ("tiled", "瓷砖"),
+    "plain": ("plain", "纯色"),
 }
 GREY = ("grey", "灰色")
 

@@ -1,6 +1,7 @@
 """Turn a caption-level spec (groups + relations) into drawn objects whose boxes make every relation true.
 
-Rejection sampling: each object's centre is drawn uniformly where it fits, and kept when it satisfies every
+Rejection sampling: each object's centre is drawn uniformly where it fits (the `free` layout) or near its slot
+(the `slots` layout, see slot_centres), and kept when it satisfies every
 relation to the objects already placed and overlaps unrelated objects no more than the category allows.
 When an object finds no place, the whole layout restarts with all sizes shrunk a little. Mild overlap
 between unrelated objects is allowed on purpose (occlusion makes the images harder and more realistic);
@@ -49,6 +50,13 @@ LEGIBLE_EXTENT = 0.31
 SILHOUETTE_PX = 64  # pixels per canvas unit at which silhouettes are compared (2x the 32 px base)
 TRIES_PER_OBJECT = 120
 RESTARTS = 40
+# slots layout: centres are drawn within SLOT_JITTER of the slot, a range that widens by SLOT_WIDEN per restart
+# (after ~10 restarts it covers the canvas: a spec whose slots cannot hold it is laid out freely)
+SLOT_JITTER = 0.04
+SLOT_WIDEN = 1.35
+# slots layout: object extents by the number of objects, so that neighbouring slots do not overlap
+SLOT_SIZES = {1: (0.5, 0.6), 2: (0.36, 0.44), 3: (0.25, 0.3)}
+SLOT_SIZES_MANY = (0.2, 0.25)
 
 
 class LayoutError(MarsRefError):
@@ -86,10 +94,12 @@ def _attributes(groups, relations, rng):
     return out
 
 
-def _sizes(groups, relations, category, rng, shrink: float) -> list[list[float]]:
+def _sizes(groups, relations, category, rng, shrink: float, slots: bool = False) -> list[list[float]]:
     """Object extents per group; relations on size fix a clear ratio, size words pick their range."""
     n_total = sum(g.count for g in groups)
-    if category == "numeracy" or n_total > 3:
+    if slots:
+        lo, hi = SLOT_SIZES.get(n_total, SLOT_SIZES_MANY)
+    elif category == "numeracy" or n_total > 3:
         lo, hi = (0.17, 0.26) if n_total > 3 else (0.2, 0.34)
     else:
         lo, hi = 0.24, 0.46
@@ -137,6 +147,42 @@ def _centre_range(w, h, canvas, rel_for_first: str | None):
     return x0, x1, y0, y1
 
 
+def _slot_order(n_groups: int, relations) -> list[int] | None:
+    """Groups in slot order (left to right, or top to bottom): caption order, moved so that every spatial relation
+    reads along the axis; None when the relations want both axes or a cycle."""
+    spatial = [r for r in relations if r.rel in L.SPATIAL_RELATIONS]
+    if len({r.rel in ("above", "below") for r in spatial}) > 1:
+        return None
+    order = list(range(n_groups))
+    for r in spatial:
+        first, second = (r.subj, r.obj) if r.rel in ("left_of", "above") else (r.obj, r.subj)
+        if order.index(first) > order.index(second):
+            order.remove(first)
+            order.insert(order.index(second), first)
+    ok = all(order.index(r.subj if r.rel in ("left_of", "above") else r.obj)
+             < order.index(r.obj if r.rel in ("left_of", "above") else r.subj) for r in spatial)
+    return order if ok else None
+
+
+def slot_centres(groups, relations, canvas) -> dict[tuple[int, int], tuple[float, float]] | None:
+    """The slots layout: a centre per (group, member). Up to three objects share one row (one column when a
+    relation is above / below) in slot order; more fill a grid of two rows, row by row. None: no slot layout
+    fits the relations (the scene is laid out freely)."""
+    order = _slot_order(len(groups), relations)
+    if order is None:
+        return None
+    members = [(gi, m) for gi in order for m in range(groups[gi].count)]
+    n, (cw, ch) = len(members), canvas
+    vertical = any(r.rel in ("above", "below") for r in relations)
+    cols, rows = (n, 1) if n <= 3 else (-(-n // 2), 2)
+    if vertical:
+        cols, rows = rows, cols
+    cells = [((c + 0.5) * cw / cols, (r + 0.5) * ch / rows) for r in range(rows) for c in range(cols)]
+    if vertical:
+        cells = [((c + 0.5) * cw / cols, (r + 0.5) * ch / rows) for c in range(cols) for r in range(rows)]
+    return dict(zip(members, cells[:n], strict=True))
+
+
 def _wh(kind: str, s: float) -> tuple[float, float]:
     a = L.KIND_ASPECT[kind]
     return (s, s / a) if a >= 1 else (s * a, s)
@@ -148,16 +194,20 @@ def layout(
     category: str,
     canvas: tuple[float, float],
     rng: np.random.Generator,
+    slots: bool = False,
 ) -> tuple[Obj, ...]:
-    """Objects in drawing order for the spec; raises LayoutError when none is found (an impossible spec)."""
+    """Objects in drawing order for the spec; raises LayoutError when none is found (an impossible spec).
+    slots=True draws each centre near its slot (slot_centres) instead of anywhere."""
     attrs = _attributes(groups, relations, rng)
     fronts = {frozenset((r.subj, r.obj)): (r.subj if r.rel == "in_front_of" else r.obj)
               for r in relations if r.rel in ("in_front_of", "behind")}  # occlusion pair -> the group in front
     max_overlap = 0.0 if category in ("numeracy", "spatial") or sum(g.count for g in groups) > 3 else 0.12
     cw, ch = canvas
+    targets = slot_centres(groups, relations, canvas) if slots else None
     shrink = 1.0
-    for _ in range(RESTARTS):
-        sizes = _sizes(groups, relations, category, rng, shrink)
+    for restart in range(RESTARTS):
+        sizes = _sizes(groups, relations, category, rng, shrink, targets is not None)
+        jitter = SLOT_JITTER * SLOT_WIDEN**restart
         placed: list[Obj] = []
         for gi in _order(groups, relations):
             kind = groups[gi].kind
@@ -177,6 +227,10 @@ def layout(
                     dist = rng.uniform(0.3, 0.55, TRIES_PER_OBJECT) * (s + ps) / 2
                     xs = np.clip(px + dist * np.cos(ang), w / 2 + MARGIN, cw - w / 2 - MARGIN)
                     ys = np.clip(py + dist * np.sin(ang), h / 2 + MARGIN, ch - h / 2 - MARGIN)
+                elif targets is not None:
+                    tx, ty = targets[gi, m]
+                    xs = np.clip(tx + rng.uniform(-jitter, jitter, TRIES_PER_OBJECT), w / 2 + MARGIN, cw - w / 2 - MARGIN)
+                    ys = np.clip(ty + rng.uniform(-jitter, jitter, TRIES_PER_OBJECT), h / 2 + MARGIN, ch - h / 2 - MARGIN)
                 else:
                     xs, ys = rng.uniform(x0, x1, TRIES_PER_OBJECT), rng.uniform(y0, y1, TRIES_PER_OBJECT)
                 for cx, cy in zip(xs.round(4).tolist(), ys.round(4).tolist(), strict=True):

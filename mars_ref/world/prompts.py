@@ -27,6 +27,7 @@ from mars_ref.world.sampling import (
     sample_spec,
 )
 from mars_ref.world.scene import Scene
+from mars_ref.world.style import DEFAULT_STYLE, WorldStyle
 
 VAL_SIZE = 300
 TRAIN_SIZE = 700
@@ -76,16 +77,17 @@ class PromptItem:
         return row
 
 
-def _draw(category: str, rng: np.random.Generator, sub: str | None) -> PromptItem | None:
+def _draw(category: str, rng: np.random.Generator, sub: str | None, style: WorldStyle) -> PromptItem | None:
     groups, rels = complex_spec(rng, sub) if sub else sample_spec(category, rng)
     try:
-        scene = realize(category, groups, rels, rng)
+        scene = realize(category, groups, rels, rng, style=style)
     except LayoutError:
         return None  # a spec no canvas can hold: draw another
     return PromptItem(caption(scene, "en"), caption(scene, "zh"), scene)
 
 
-def _unique(category: str, rng, n: int, taken: set[str], sub: str | None = None) -> list[PromptItem]:
+def _unique(category: str, rng, n: int, taken: set[str], sub: str | None = None,
+            style: WorldStyle = DEFAULT_STYLE) -> list[PromptItem]:
     out: list[PromptItem] = []
     tries = 0
     while len(out) < n:
@@ -94,7 +96,7 @@ def _unique(category: str, rng, n: int, taken: set[str], sub: str | None = None)
             raise MarsRefError(
                 f"cannot find {n} distinct {category} prompts (the world's vocabulary is too small)"
             )
-        item = _draw(category, rng, sub)
+        item = _draw(category, rng, sub, style)
         if item is not None and item.en not in taken:
             taken.add(item.en)
             out.append(item)
@@ -102,9 +104,9 @@ def _unique(category: str, rng, n: int, taken: set[str], sub: str | None = None)
 
 
 def prompt_sets(
-    seed: int, val_size: int = VAL_SIZE, train_size: int = TRAIN_SIZE
+    seed: int, val_size: int = VAL_SIZE, train_size: int = TRAIN_SIZE, style: WorldStyle = DEFAULT_STYLE
 ) -> dict[str, list[PromptItem]]:
-    """name -> prompts, e.g. 'color_val', 'complex_val_spatial'. Pure: no files."""
+    """name -> prompts, e.g. 'color_val', 'complex_val_spatial', their scenes drawn in `style`. Pure: no files."""
     if val_size < 1 or train_size < 0:
         raise MarsRefError(f"prompt set sizes must be val >= 1, train >= 0, got {val_size}, {train_size}")
     sets: dict[str, list[PromptItem]] = {}
@@ -116,13 +118,13 @@ def prompt_sets(
         if cat == "complex":
             parts = _split(val_size, len(COMPLEX_KINDS))
             for sub, k in zip(COMPLEX_KINDS, parts, strict=True):
-                sets[f"complex_val_{sub}"] = _unique(cat, rng, k, taken, sub)
+                sets[f"complex_val_{sub}"] = _unique(cat, rng, k, taken, sub, style)
             sets["complex_val"] = [p for sub in COMPLEX_KINDS for p in sets[f"complex_val_{sub}"]]
         else:
-            sets[f"{cat}_val"] = _unique(cat, rng, val_size, taken)
+            sets[f"{cat}_val"] = _unique(cat, rng, val_size, taken, style=style)
     for ci, cat in enumerate(CATEGORIES):
         rng = np.random.default_rng([seed, PROMPT_STREAM, ci, 1])
-        sets[f"{cat}_train"] = _unique(cat, rng, train_size, taken)
+        sets[f"{cat}_train"] = _unique(cat, rng, train_size, taken, style=style)
         if cat == "complex":
             for sub in COMPLEX_KINDS:
                 sets[f"complex_train_{sub}"] = [

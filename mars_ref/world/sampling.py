@@ -24,6 +24,7 @@ from mars_ref.world import lexicon as L
 from mars_ref.world.backgrounds import sample_background
 from mars_ref.world.layout import LayoutError, layout
 from mars_ref.world.scene import Group, Relation, Scene
+from mars_ref.world.style import DEFAULT_STYLE, WorldStyle
 
 CATEGORIES: tuple[str, ...] = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy")
 COMPLEX_KINDS: tuple[str, ...] = ("spatial", "action", "spatialaction")
@@ -124,20 +125,22 @@ def sample_spec(category: str, rng: np.random.Generator) -> tuple[tuple[Group, .
 
 
 def realize(
-    category: str, groups, relations, rng: np.random.Generator, aspect: tuple[int, int] = (1, 1)
+    category: str, groups, relations, rng: np.random.Generator, aspect: tuple[int, int] = (1, 1),
+    style: WorldStyle = DEFAULT_STYLE,
 ) -> Scene:
-    """A scene (layout + background) that makes the spec true."""
-    probe = Scene(category, aspect, sample_background(rng), tuple(groups), tuple(relations))
-    objects = layout(probe.groups, probe.relations, category, probe.canvas, rng)
+    """A scene (layout + background, drawn in the world's style) that makes the spec true."""
+    probe = Scene(category, aspect, sample_background(rng, style.backgrounds), tuple(groups), tuple(relations))
+    objects = layout(probe.groups, probe.relations, category, probe.canvas, rng, style.layout == "slots")
     return Scene(category, aspect, probe.background, probe.groups, probe.relations, objects)
 
 
-def sample_scene(category: str, rng: np.random.Generator, aspect: tuple[int, int] = (1, 1)) -> Scene:
+def sample_scene(category: str, rng: np.random.Generator, aspect: tuple[int, int] = (1, 1),
+                 style: WorldStyle = DEFAULT_STYLE) -> Scene:
     """A random scene of `category`; `aspect` = (width, height) in lowest terms."""
     for _ in range(MAX_SPEC_TRIES):
         groups, relations = sample_spec(category, rng)
         try:
-            return realize(category, groups, relations, rng, aspect)
+            return realize(category, groups, relations, rng, aspect, style)
         except LayoutError:
             continue  # a spec that does not fit this canvas (rare): draw another one
     raise MarsRefError(f"no {category} scene fits aspect {aspect} after {MAX_SPEC_TRIES} specs")

@@ -15,7 +15,8 @@ from math import gcd
 from mars_ref.errors import MarsRefError
 from mars_ref.world import lexicon as L
 
-BACKGROUNDS: tuple[str, ...] = ("gradient", "radial", "noise", "landscape", "room", "tiles")
+BACKGROUNDS: tuple[str, ...] = ("gradient", "radial", "noise", "landscape", "room", "tiles")  # the varied style
+PLAIN_BACKGROUND = "plain"  # the plain style's one kind: a single muted colour
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class Background:
     seed: int = 0  # noise and hill shapes are regenerated from it at any resolution
 
     def __post_init__(self):
-        _check(self.kind in BACKGROUNDS, f"unknown background {self.kind!r}")
+        _check(self.kind in BACKGROUNDS or self.kind == PLAIN_BACKGROUND, f"unknown background {self.kind!r}")
         _check(len(self.colors) >= 2, "a background needs at least two colours")
 
 

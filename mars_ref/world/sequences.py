@@ -31,11 +31,13 @@ from mars_ref.world.parse import (
     read_np_zh,
 )
 from mars_ref.world.scene import Group, Relation, Scene
+from mars_ref.world.style import DEFAULT_STYLE, WorldStyle
 
 STEP_RELATIONS = L.SPATIAL_RELATIONS + ("in_front_of",)
 
 
-def sample_sequence(rng: np.random.Generator, n_steps: int | None = None) -> Scene:
+def sample_sequence(rng: np.random.Generator, n_steps: int | None = None,
+                    style: WorldStyle = DEFAULT_STYLE) -> Scene:
     """The final scene of a 2-4 step sequence; group k is added at step k+1, relation k-1 places group k."""
     for _ in range(20):
         k = n_steps or int(rng.integers(2, 5))
@@ -49,9 +51,9 @@ def sample_sequence(rng: np.random.Generator, n_steps: int | None = None) -> Sce
                 relations.append(
                     Relation(i, STEP_RELATIONS[int(rng.integers(len(STEP_RELATIONS)))], int(rng.integers(i)))
                 )
-        bg = sample_background(rng)
+        bg = sample_background(rng, style.backgrounds)
         try:
-            objects = layout(tuple(groups), tuple(relations), "sequence", (1.0, 1.0), rng)
+            objects = layout(tuple(groups), tuple(relations), "sequence", (1.0, 1.0), rng, style.layout == "slots")
         except LayoutError:
             continue
         return Scene("sequence", (1, 1), bg, tuple(groups), tuple(relations), objects)
