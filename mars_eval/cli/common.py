@@ -8,35 +8,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from mars_eval.errors import MarsEvalError
 from mars_eval.io import writable_dir  # noqa: F401  (re-exported for the command modules)
-
-console = Console(stderr=True)
+from mars_eval.progress import console, progress  # noqa: F401  (re-exported for the command modules)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")]
-
-
-def progress() -> Progress:
-    """The progress bar every long command uses (on stderr, so `--json` stdout stays clean)."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
 
 
 def emit(results: dict, as_json: bool, title: str = "results") -> None:

@@ -229,12 +229,12 @@ def relative_to(path: Path, root: Path) -> str:
 
 # ---- progress -------------------------------------------------------------------------------------------
 class Bars:
-    """Progress bars (mars_eval.cli.common.progress) on an interactive stderr; silent otherwise."""
+    """Progress bars (mars_eval.progress) on an interactive stderr; silent otherwise."""
 
     def __init__(self, enabled: bool):
         self.bar = None
         if enabled:
-            from mars_eval.cli.common import console, progress
+            from mars_eval.progress import console, progress
 
             if console.is_terminal:
                 self.bar = progress()

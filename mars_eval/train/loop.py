@@ -80,7 +80,7 @@ class _Bar:
     def __init__(self, enabled: bool, total: int, start: int):
         self.p = None
         if enabled:
-            from mars_eval.cli.common import progress
+            from mars_eval.progress import progress
 
             self.p = progress()
             self.p.start()
