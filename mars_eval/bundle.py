@@ -23,6 +23,7 @@ from mars_eval.errors import MarsEvalError
 from mars_eval.io import atomic_write_json
 
 BUNDLE = "bundle.json"
+PROMPT_CAP = 256  # caption tokens a prompt may keep at most, whatever the context allows
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,23 @@ class Bundle:
                 h.update(p.relative_to(self.path).as_posix().encode() + b"\0" + p.read_bytes())
         return h.hexdigest()[:16]
 
-    def encode_prompt(self, text: str, max_tokens: int = 256) -> list[int]:
+    def encode_prompt(self, text: str, max_tokens: int = PROMPT_CAP) -> list[int]:
         """Caption ids as the model was trained on them (no special tokens); long prompts keep their head."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+
+    def prompt_budget(self, grid: tuple[int, int], hires_grid: tuple[int, int] | None = None) -> int:
+        """The most caption tokens a generation may condition on: PROMPT_CAP, and what fits the model's trained
+        context (max_position_embeddings) beside the image tokens - `caption <boi> codes` for the base grid,
+        `caption <boi> low <eoi> <boh> high` for Stage III. A longer prompt keeps its head (the truncation rule
+        recorded per image in a generation manifest)."""
+        n_low = grid[0] * grid[1]
+        budget = min(PROMPT_CAP, self.model.config.max_position_embeddings - n_low)
+        if hires_grid is not None and self.hires is not None:
+            budget = min(budget, self.hires.config.max_position_embeddings - (n_low + 3 + hires_grid[0] * hires_grid[1]))
+        if budget < 1:
+            raise MarsEvalError(f"{self.path}: the image tokens fill the model's {self.model.config.max_position_embeddings}"
+                                " positions, leaving no room for a prompt")
+        return budget
 
     @torch.inference_mode()
     def decode_codes(self, codes: torch.Tensor, hw: tuple[int, int]) -> list[Image.Image]:

@@ -246,3 +246,30 @@ def test_worker_failure_is_reported_as_one_line(tmp_path):
         _run_workers(tmp_path / "nowhere", tmp_path, [[Item(0, 0, "a red cube", 42)]], SamplerSettings(),
                      RunOptions(nproc=1), None, 1)
     assert not list(tmp_path.glob("*.png"))
+
+
+# ---- prompt length ---------------------------------------------------------------------------------------------
+def test_long_prompts_keep_their_head_and_the_manifest_says_so(base_ckpt, tmp_path):
+    long = ("a red cube to the left of a blue sphere " * 60).strip()
+    res = generate_folder(base_ckpt, prompt_set(["a red cube", long]), tmp_path / "o", run=RunOptions(batch_size=2))
+    short_row, long_row = read_manifest(tmp_path / "o")
+    tok = Bundle.load(base_ckpt).tokenizer
+    assert short_row["prompt_tokens"] == short_row["prompt_tokens_total"] == len(tok("a red cube")["input_ids"])
+    assert long_row["prompt_tokens_total"] == len(tok(long, add_special_tokens=False)["input_ids"]) > 256
+    assert long_row["prompt_tokens"] == 256
+    assert res["truncated_prompt_images"] == 1
+
+
+def test_the_prompt_budget_leaves_room_for_the_image_tokens(base_ckpt, hires_ckpt):
+    from dataclasses import replace
+
+    b = Bundle.load(base_ckpt)
+    assert b.prompt_budget((4, 4)) == min(256, b.model.config.max_position_embeddings - 16)
+    b.model.config = replace(b.model.config, max_position_embeddings=40)
+    assert b.prompt_budget((4, 4)) == 40 - 16
+    h = Bundle.load(hires_ckpt)
+    h.hires.config = replace(h.hires.config, max_position_embeddings=100)
+    assert h.prompt_budget((4, 4), (8, 8)) == 100 - (16 + 3 + 64)
+    b.model.config = replace(b.model.config, max_position_embeddings=16)
+    with pytest.raises(MarsEvalError, match="no room for a prompt"):
+        b.prompt_budget((4, 4))

@@ -105,8 +105,10 @@ def run_shard(out_dir: Path, items: Sequence[Item], generate: Callable[[list[Ite
             on_done(len(batch))
 
 
-def write_manifest(out_dir: Path, job: Job) -> Path:
-    """Write the manifest last, once every image exists: its presence marks the folder complete."""
+def write_manifest(out_dir: Path, job: Job,
+                   prompt_length: Callable[[str], tuple[int, int]] | None = None) -> Path:
+    """Write the manifest last, once every image exists: its presence marks the folder complete. With
+    `prompt_length` (text -> (tokens kept, tokens in all)), every row records how much of its prompt was used."""
     items = job.items()
     missing = pending(out_dir, items)
     if missing:
@@ -114,9 +116,12 @@ def write_manifest(out_dir: Path, job: Job) -> Path:
     rows = []
     for it in items:
         data = (out_dir / it.file_name).read_bytes()
-        rows.append({"file": it.file_name, "prompt": it.prompt, "prompt_index": it.prompt_index,
-                     "image_index": it.image_index, "seed": it.seed, "sha256": hashlib.sha256(data).hexdigest(),
-                     "prompt_set": job.prompts.name, **job.settings})
+        row = {"file": it.file_name, "prompt": it.prompt, "prompt_index": it.prompt_index,
+               "image_index": it.image_index, "seed": it.seed, "sha256": hashlib.sha256(data).hexdigest(),
+               "prompt_set": job.prompts.name, **job.settings}
+        if prompt_length is not None:
+            row["prompt_tokens"], row["prompt_tokens_total"] = prompt_length(it.prompt)
+        rows.append(row)
     return atomic_write_jsonl(out_dir / MANIFEST, rows)
 
 

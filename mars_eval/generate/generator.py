@@ -103,6 +103,12 @@ class BundleGenerator:
             n_hi = self.hires_grid[0] * self.hires_grid[1]
             if settings.nktp_steps > n_hi:
                 raise MarsEvalError(f"nktp_steps {settings.nktp_steps} exceeds the {n_hi} high-res tokens")
+        self.max_prompt_tokens = bundle.prompt_budget(self.grid, self.hires_grid)
+
+    def prompt_length(self, text: str) -> tuple[int, int]:
+        """(caption tokens the model conditions on, tokens of the whole prompt): they differ for a truncated one."""
+        total = len(self.bundle.encode_prompt(text, max_tokens=1 << 30))
+        return min(total, self.max_prompt_tokens), total
 
     @property
     def output_px(self) -> tuple[int, int]:
@@ -119,7 +125,7 @@ class BundleGenerator:
     def tokens(self, items: Sequence[Item]) -> tuple[torch.Tensor, tuple[int, int]]:
         """Codebook indices (B, h*w) of the final grid, and that grid's (h, w)."""
         s, b = self.settings, self.bundle
-        prompts = [b.encode_prompt(it.prompt) for it in items]
+        prompts = [b.encode_prompt(it.prompt, self.max_prompt_tokens) for it in items]
         seeds = [item_seeds(it) for it in items]
         kw = dict(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, cfg_scale=s.cfg_scale)
         low = generate_image_tokens(b.model, prompts, self.grid, seeds=[a for a, _ in seeds], **kw)  # (B, hw)

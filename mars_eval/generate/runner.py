@@ -2,7 +2,7 @@
 report progress, and write the manifest last.
 
 Why the pieces look as they do:
-- Results must not depend on the process count or on where a run was killed (issues 6, 7). Per-image seeds
+- Results must not depend on the process count or on where a run was killed. Per-image seeds
   make the sampling independent of the batch, but not the floating-point rounding: CPU and GPU matmuls give
   results that differ in the last bits with the batch size, the padding and the thread count, and that flips a
   sampled token or a rounded pixel now and then. So every image is computed in a canonical batch: the job's
@@ -149,6 +149,7 @@ def generate_folder(ckpt: str | Path, prompts: PromptSet, out_dir: str | Path, *
     generator = BundleGenerator(bundle, SamplerSettings.from_bundle(bundle.info, **(sampler or {})))
     job = make_job(prompts, generator, run, images_per_prompt, base_seed, use_prompt_seeds)
     settings = generator.settings
+    lengths = {p: generator.prompt_length(p) for p in dict.fromkeys(it.prompt for it in job.items())}
     if run.nproc > 1:
         del bundle, generator
     writable_dir(out_dir)
@@ -172,9 +173,11 @@ def generate_folder(ckpt: str | Path, prompts: PromptSet, out_dir: str | Path, *
             _run_workers(Path(ckpt), out_dir, todo, settings, run, on_progress, n_todo)
         seconds = time.perf_counter() - t0
         remove_stale_temporaries(out_dir, items)
-        manifest = write_manifest(out_dir, job)
+        manifest = write_manifest(out_dir, job, lengths.__getitem__)
+    truncated = sum(1 for it in items if lengths[it.prompt][0] < lengths[it.prompt][1])
     return {"out": str(out_dir), "manifest": str(manifest), "prompt_set": prompts.name,
             "prompts": len(prompts), "images": len(items), "computed": n_todo, "skipped": len(items) - n_todo,
+            "truncated_prompt_images": truncated,
             "seconds": round(seconds, 3), "images_per_s": round(n_todo / seconds, 3) if n_todo else None,
             "nproc": run.nproc, **job.settings}
 
