@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from mars_eval.categories import NAMES
 from mars_eval.errors import MarsEvalError
 
 
@@ -180,12 +181,12 @@ def _check_text(t: str, source: str, lineno: int) -> None:
             raise MarsEvalError(f"{source}:{lineno}: prompt contains control character U+{ord(ch):04X}")
 
 
+COMPBENCH_CATEGORIES = NAMES  # T2I-CompBench's categories, Table 1 order (mars_eval.categories)
+
+
 def _builtin_table() -> dict[str, str]:
-    names = [
-        "color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy", "3d_spatial",
-    ]
     table: dict[str, str] = {}
-    for c in names:
+    for c in COMPBENCH_CATEGORIES:
         for split in ("", "_train", "_val"):
             table[f"{c}{split}"] = f"t2i_compbench/{c}{split}.txt"
     for c in ("color", "shape", "texture"):
@@ -203,5 +204,3 @@ def _builtin_table() -> dict[str, str]:
 
 BUILTIN: dict[str, str] = _builtin_table()
 
-# T2I-CompBench categories in the order of the paper's Table 1 (+ the T2I-CompBench++ additions).
-COMPBENCH_CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy", "3d_spatial")

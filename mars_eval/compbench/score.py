@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from mars_eval.categories import NAMES
 from mars_eval.compbench import complex3in1
 from mars_eval.compbench.blip_vqa import BlipVqaConfig, BlipVqaJudge
 from mars_eval.compbench.clip_nonspatial import DEFAULT_CLIP_MODEL, ClipJudge, complex_text
@@ -30,7 +31,7 @@ from mars_eval.compbench.noun_phrases import MAX_PHRASES, PromptParser, noun_phr
 from mars_eval.compbench.numeracy import numeracy_score, numeracy_targets
 from mars_eval.errors import MarsEvalError
 
-CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy", "3d_spatial")
+CATEGORIES = NAMES
 CHUNK = 32  # images held in memory at once
 
 

@@ -20,13 +20,14 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from mars_eval.categories import BY_NAME, LABELS, NAMES, WORLD_NAMES
 from mars_eval.compbench.files import IMAGE_EXTS, ImageItem, match_folder
 from mars_eval.compbench.score import CHUNK, JudgePaths, Judges, ScoreOptions, score_images
 from mars_eval.errors import MarsEvalError
 from mars_eval.generate.folder import read_manifest
 from mars_eval.generate.runner import ProgressFn, RunOptions, generate_folder
 from mars_eval.io import atomic_write_json, writable_dir
-from mars_eval.prompts import COMPBENCH_CATEGORIES, PromptSet
+from mars_eval.prompts import PromptSet
 from mars_eval.results import config_hash
 from mars_eval.suites.common import (
     RESULTS,
@@ -51,13 +52,7 @@ from mars_eval.suites.control import control_row, control_scores, prompt_ci
 TABLE = "T2I-CompBench (x100)"
 TABLE_ZH = "T2I-CompBench, Chinese prompts (x100)"
 CALIBRATION_TABLE = "Judge calibration (accuracy %)"
-COLUMNS = {"color": "Color", "shape": "Shape", "texture": "Texture", "spatial": "Spatial",
-           "non_spatial": "Non-Spatial", "complex": "Complex", "numeracy": "Numeracy", "3d_spatial": "3D-Spatial"}
-WORLD_CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy")
-# judge weights each official category needs (complex: all three, as its val set mixes the three kinds)
-NEEDS = {"color": ("blip_dir",), "shape": ("blip_dir",), "texture": ("blip_dir",), "spatial": ("detector_dir",),
-         "non_spatial": ("clip_ckpt",), "complex": ("blip_dir", "detector_dir", "clip_ckpt"),
-         "numeracy": ("detector_dir",), "3d_spatial": ("detector_dir", "depth_dir")}
+COLUMNS = LABELS  # category -> the report's column label
 BASE_SEED = 42  # T2I-CompBench: image n of every prompt uses seed 42 + n
 GRID_LIMIT = 24
 
@@ -121,7 +116,7 @@ def official_suite(paths: JudgePaths, options: ScoreOptions | None) -> Suite:
 
 def _categories(categories: Sequence[str] | None, official: bool, paths: JudgePaths | None,
                 images: Path | None) -> list[str]:
-    known = COMPBENCH_CATEGORIES if official else WORLD_CATEGORIES
+    known = NAMES if official else WORLD_NAMES
     if categories is not None:
         cats = list(dict.fromkeys(categories))
         if not cats:
@@ -131,12 +126,12 @@ def _categories(categories: Sequence[str] | None, official: bool, paths: JudgePa
                 raise MarsEvalError(f"unknown {'T2I-CompBench' if official else 'world CompBench'} category {c!r}; "
                                     f"known: {', '.join(known)}")
             if official:
-                missing = [k for k in NEEDS[c] if getattr(paths, k) is None]
+                missing = [k for k in BY_NAME[c].judges if getattr(paths, k) is None]
                 if missing:
                     raise MarsEvalError(f"category {c} needs judge weights: give "
                                         + ", ".join("--" + k.replace("_", "-") for k in missing))
         return [c for c in known if c in cats]  # the paper's Table 1 order
-    cats = [c for c in known if not official or all(getattr(paths, k) is not None for k in NEEDS[c])]
+    cats = [c for c in known if not official or all(getattr(paths, k) is not None for k in BY_NAME[c].judges)]
     if images is not None:  # a folder of sub-folders: the categories it holds
         cats = [c for c in cats if _category_dir(images, c) is not None]
         if not cats:
