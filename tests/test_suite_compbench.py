@@ -231,3 +231,13 @@ def test_cli_prints_the_table_and_one_line_errors(env, tmp_path, capsys):
         main(["compbench", "--ckpt", str(env["ckpt"]), "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.startswith("error: ") and err.count("\n") == 1 and "--world" in err
+
+
+def test_compare_pairs_a_scored_run_with_its_control(run_a):
+    from mars_eval.report.compare import paired_compare, score_rows
+
+    _, out = run_a
+    results = paired_compare(score_rows(out))
+    assert [(r.category, r.n_prompts, r.n_images) for r in results] == [("complex", 3, 6), ("spatial", 3, 6)]
+    same = paired_compare(score_rows(out), score_rows(out))
+    assert all(r.diff == 0 for r in same)
