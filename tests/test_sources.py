@@ -37,7 +37,7 @@ def write_jsonl(root, records, extra_lines=()):
     for key, im, en, zh in records:
         im.save(root / "img" / f"{key}.png")
         lines.append(json.dumps({"id": key, "image": f"img/{key}.png", "caption_en": en, "caption_zh": zh,
-                                 "width": 32, "height": 32}, ensure_ascii=False).encode())
+                                 "width": im.size[0], "height": im.size[1]}, ensure_ascii=False).encode())
     (root / "m.jsonl").write_bytes(b"\n".join(lines + list(extra_lines)) + b"\n")
     return root / "m.jsonl"
 
