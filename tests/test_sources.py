@@ -9,7 +9,6 @@ import tarfile
 import numpy as np
 import pytest
 import webdataset as wds
-from PIL import Image
 
 from mars_eval.errors import MarsEvalError
 from mars_eval.sources import open_source
