@@ -41,12 +41,40 @@ def train_stage(
     from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Ignore the preset's pretrained world kit "
                                                                        "([kit] table) and train the tokenizer, VQ "
                                                                        "and Stage 0 LLM here.")] = False,
+    llm: Annotated[Path | None, typer.Option(help="Real scale: a local Hugging Face Qwen2 directory (with --vq, "
+                                                  "--dry-run).")] = None,
+    vq: Annotated[Path | None, typer.Option(help="Real scale: a VQ checkpoint (ours, LlamaGen VQ-16 or taming).")] = None,
+    data: Annotated[str | None, typer.Option(help="Real scale: an image-caption source (see `mars-eval encode`).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Real scale: print the plan (parameters per group, "
+                                                             "tokens per step, ZeRO-3 memory per GPU, records) and "
+                                                             "train nothing.")] = False,
+    px: Annotated[int, typer.Option(help="Real scale: image resolution.")] = 256,
+    caption_tokens: Annotated[int, typer.Option(help="Real scale: caption tokens per sequence (the plan's "
+                                                     "sequence length).", min=1)] = 120,
+    global_batch: Annotated[int, typer.Option(help="Real scale: sequences per optimizer step.", min=1)] = 256,
+    gpus_per_node: Annotated[int, typer.Option(help="Real scale: GPUs per node.", min=1)] = 1,
+    nodes: Annotated[int, typer.Option(help="Real scale: nodes.", min=1)] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the reference MARS on the embedded world; every finished artifact is reused, an unfinished stage resumes.
 
-    A preset that names a world kit takes the tokenizer, VQ and Stage 0 LLM from it (see `mars-eval kit`)."""
+    A preset that names a world kit takes the tokenizer, VQ and Stage 0 LLM from it (see `mars-eval kit`).
+    With --llm and --vq: the real-scale plan (--dry-run)."""
+    from mars_eval.errors import MarsEvalError
     from mars_eval.recipe.pipeline import Artifacts, Preset
+
+    if llm is not None or vq is not None or data is not None or dry_run:
+        if llm is None or vq is None:
+            raise MarsEvalError("real scale needs both --llm (a Qwen2 directory) and --vq (a VQ checkpoint)")
+        if not dry_run:
+            raise MarsEvalError("training on your own Qwen2, VQ and data is not implemented yet (`mars-eval encode` "
+                                "prepares the data); --dry-run prints the plan")
+        from mars_eval.recipe.plan import training_plan
+
+        emit(training_plan(llm, vq, data=data, visual_expert=not no_expert, image_px=px, caption_tokens=caption_tokens,
+                           global_batch=global_batch,
+                           gpus_per_node=gpus_per_node, nodes=nodes), as_json, "plan")
+        return
 
     p = Preset.load(preset)
     writable_dir(cache)
