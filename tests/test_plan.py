@@ -51,13 +51,69 @@ def test_dry_run_cli_and_its_errors(real, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["params_trainable"] > 0
     (tmp_path / "llama").mkdir()
     (tmp_path / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    for argv, needle in (([*args], "not implemented yet"),
+    for argv, needle in (([*args], "complete encode folder"),
                          (["train", "stage", "I", "--llm", str(root / "qwen2"), "--dry-run"], "needs both --llm"),
                          ([*args[:4], str(tmp_path / "llama"), *args[5:], "--dry-run"], "expected 'qwen2'"),
                          ([*args, "--dry-run", "--data", str(tmp_path / "none.jsonl")], "manifest not found"),
                          ([*args, "--dry-run", "--caption-tokens", "250"], "exceeds the LLM's 300 positions")):
         with pytest.raises(SystemExit) as e:
             main(argv)
+        assert e.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
+
+
+# ---- Stage I on a user's Qwen2, VQ and data ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    """A tiny random Qwen2 with its own (BPE) tokenizer saved by transformers, a tiny VQ, world records encoded."""
+    import numpy as np
+    from test_sources import write_jsonl
+
+    from mars_eval.encode import encode_source
+    from mars_ref.text_tokenizer import train_bpe
+    from mars_ref.world import CATEGORIES, caption, render, sample_scene
+
+    root = tmp_path_factory.mktemp("user")
+    rng = np.random.default_rng(2)
+    scenes = [sample_scene(CATEGORIES[i % 7], rng) for i in range(24)]
+    records = [(f"{i:04d}", render(s, 16, 16), caption(s, "en"), caption(s, "zh")) for i, s in enumerate(scenes)]
+    tok = train_bpe([c for *_, en, zh in records for c in (en, zh)], 300, root / "qwen2", min_frequency=1)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(cfg).save_pretrained(root / "qwen2")
+    save_vq(VQModel(vq_preset("tiny")), root / "vq")
+    encode_source(str(write_jsonl(root / "j", records)), root / "vq", root / "enc", px=16, shard_size=10)
+    return root
+
+
+def test_stage_one_trains_on_user_data_and_the_bundle_generates(user, tmp_path, capsys):
+    from mars_eval.generate.runner import RunOptions, generate_folder
+    from mars_eval.prompts import PromptSet
+
+    args = ["train", "stage", "I", "--llm", str(user / "qwen2"), "--vq", str(user / "vq"), "--data",
+            str(user / "enc"), "--engine", "single", "--steps", "3", "--global-batch", "4", "--micro-batch", "2",
+            "--cache", str(tmp_path / "cache"), "--bundle", str(tmp_path / "bundle"), "--json"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    log = [json.loads(x) for x in (tmp_path / "cache").glob("real-stageI-*/train_log.jsonl").__next__()
+           .read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r][-1] == 2 and res["bundle"] == str(tmp_path / "bundle")
+    out = generate_folder(tmp_path / "bundle", PromptSet.from_text("a red ball\n一个红色的球", "p", "t"),
+                          tmp_path / "img", run=RunOptions(batch_size=2))
+    assert out["images"] == 2 and sorted(p.name for p in (tmp_path / "img").glob("*.png")) == [
+        "00000_000.png", "00001_000.png"]
+
+
+def test_stage_one_on_unencoded_data_or_another_vq_is_a_one_line_error(user, tmp_path, capsys):
+    save_vq(VQModel(vq_preset("tiny")), tmp_path / "vq2")  # fresh random weights: another VQ
+    base = ["train", "stage", "I", "--llm", str(user / "qwen2"), "--engine", "single", "--steps", "1",
+            "--global-batch", "2", "--micro-batch", "2", "--cache", str(tmp_path / "c")]
+    for extra, needle in ((["--vq", str(user / "vq"), "--data", str(user / "j")], "complete encode folder"),
+                          (["--vq", str(tmp_path / "vq2"), "--data", str(user / "enc")], "encoded with another VQ")):
+        with pytest.raises(SystemExit) as e:
+            main([*base, *extra])
         assert e.value.code == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err

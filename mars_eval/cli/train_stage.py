@@ -44,14 +44,21 @@ def train_stage(
     llm: Annotated[Path | None, typer.Option(help="Real scale: a local Hugging Face Qwen2 directory (with --vq, "
                                                   "--dry-run).")] = None,
     vq: Annotated[Path | None, typer.Option(help="Real scale: a VQ checkpoint (ours, LlamaGen VQ-16 or taming).")] = None,
-    data: Annotated[str | None, typer.Option(help="Real scale: an image-caption source (see `mars-eval encode`).")] = None,
+    data: Annotated[str | None, typer.Option(help="Real scale: an encode folder (`mars-eval encode`; --dry-run also "
+                                                  "takes a raw source).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Real scale: train config TOML (default: the paper's Stage I "
+                                                     "recipe, mars_eval/recipe/presets/real_stage1.toml).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Real scale: override the config's steps.", min=1)] = None,
+    micro_batch: Annotated[int | None, typer.Option(help="Real scale: override the config's micro_batch.",
+                                                    min=1)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Real scale: print the plan (parameters per group, "
                                                              "tokens per step, ZeRO-3 memory per GPU, records) and "
                                                              "train nothing.")] = False,
     px: Annotated[int, typer.Option(help="Real scale: image resolution.")] = 256,
     caption_tokens: Annotated[int, typer.Option(help="Real scale: caption tokens per sequence (the plan's "
                                                      "sequence length).", min=1)] = 120,
-    global_batch: Annotated[int, typer.Option(help="Real scale: sequences per optimizer step.", min=1)] = 256,
+    global_batch: Annotated[int | None, typer.Option(help="Real scale: sequences per optimizer step (default: the "
+                                                          "config's).", min=1)] = None,
     gpus_per_node: Annotated[int, typer.Option(help="Real scale: GPUs per node.", min=1)] = 1,
     nodes: Annotated[int, typer.Option(help="Real scale: nodes.", min=1)] = 1,
     as_json: JsonOpt = False,
@@ -66,14 +73,18 @@ def train_stage(
     if llm is not None or vq is not None or data is not None or dry_run:
         if llm is None or vq is None:
             raise MarsEvalError("real scale needs both --llm (a Qwen2 directory) and --vq (a VQ checkpoint)")
-        if not dry_run:
-            raise MarsEvalError("training on your own Qwen2, VQ and data is not implemented yet (`mars-eval encode` "
-                                "prepares the data); --dry-run prints the plan")
-        from mars_eval.recipe.plan import training_plan
+        from mars_eval.recipe.real import load_real_config
 
-        emit(training_plan(llm, vq, data=data, visual_expert=not no_expert, image_px=px, caption_tokens=caption_tokens,
-                           global_batch=global_batch,
-                           gpus_per_node=gpus_per_node, nodes=nodes), as_json, "plan")
+        cfg = load_real_config(config, steps=steps, micro_batch=micro_batch, global_batch=global_batch,
+                               engine=engine.value if engine else None)
+        if dry_run:
+            from mars_eval.recipe.plan import training_plan
+
+            emit(training_plan(llm, vq, data=data, visual_expert=not no_expert, image_px=px,
+                               caption_tokens=caption_tokens, global_batch=cfg.global_batch,
+                               gpus_per_node=gpus_per_node, nodes=nodes), as_json, "plan")
+            return
+        emit(_train_real(stage, llm, vq, data, cfg, cache, not no_expert, nproc, bundle), as_json, "trained")
         return
 
     p = Preset.load(preset)
@@ -86,3 +97,24 @@ def train_stage(
     if bundle is not None:
         out["bundle"] = str(arts.bundle(models, bundle, "no-expert" if no_expert else "expert"))
     emit(out, as_json, "trained")
+
+
+def _train_real(stage: Stage, llm: Path, vq: Path, data: str | None, cfg, cache: Path, expert: bool, nproc: int,
+                bundle: Path | None) -> dict:
+    """Stage I on a user's Qwen2 + VQ + encoded data, in a run folder under the cache named by what it trains."""
+    from mars_eval.encode import DONE
+    from mars_eval.errors import MarsEvalError
+    from mars_eval.recipe.real import train_stage_one
+    from mars_eval.results import config_hash
+
+    if stage != Stage.s1:
+        raise MarsEvalError(f"real scale trains Stage I so far; Stage {stage.value} on your own data is not built yet")
+    if data is None or not (Path(data) / DONE).is_file():
+        raise MarsEvalError(f"--data must be a complete encode folder (run `mars-eval encode --data SOURCE --vq "
+                            f"{vq} --out DIR` first); got {data}")
+    writable_dir(cache)
+    run = cache / ("real-stageI-" + config_hash({"llm": str(Path(llm).resolve()), "vq": str(Path(vq).resolve()),
+                                                  "data": str(Path(data).resolve()), "expert": expert,
+                                                  "cfg": cfg.to_dict()}))
+    res = train_stage_one(llm, vq, data, run, cfg, visual_expert=expert, nproc=nproc, bundle=bundle)
+    return {"run": str(run), **{k: v for k, v in res.items() if isinstance(v, int | float | str)}}
