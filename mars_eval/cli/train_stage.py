@@ -47,7 +47,7 @@ def train_stage(
     data: Annotated[str | None, typer.Option(help="Real scale: an encode folder (`mars-eval encode`; --dry-run also "
                                                   "takes a raw source).")] = None,
     config: Annotated[Path | None, typer.Option(help="Real scale: train config TOML (default: the paper's Stage I "
-                                                     "recipe, mars_eval/recipe/presets/real_stage1.toml).")] = None,
+                                                     "recipe, mars_eval/recipe/configs/real_stage1.toml).")] = None,
     steps: Annotated[int | None, typer.Option(help="Real scale: override the config's steps.", min=1)] = None,
     micro_batch: Annotated[int | None, typer.Option(help="Real scale: override the config's micro_batch.",
                                                     min=1)] = None,

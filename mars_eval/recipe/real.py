@@ -90,10 +90,10 @@ def _vq_sha(vq: str | Path) -> str:
 
 
 def load_real_config(path: str | Path | None, **overrides) -> TrainConfig:
-    """The shipped real-scale recipe (mars_eval/recipe/presets/real_stage1.toml) or a user's TOML, with overrides."""
+    """The shipped real-scale recipe (mars_eval/recipe/configs/real_stage1.toml) or a user's TOML, with overrides."""
     import tomllib
 
-    path = Path(path) if path is not None else Path(__file__).parent / "presets" / "real_stage1.toml"
+    path = Path(path) if path is not None else Path(__file__).parent / "configs" / "real_stage1.toml"
     if not path.is_file():
         raise MarsEvalError(f"train config not found: {path}")
     try:
