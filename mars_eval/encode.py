@@ -50,7 +50,7 @@ def centre_crop_resize(image: Image.Image, px: int) -> Image.Image:
     return image.crop((left, top, left + s, top + s)).resize((px, px), Image.BICUBIC)
 
 
-def _vq_digest(vq_path: Path) -> str:
+def vq_digest(vq_path: Path) -> str:
     files = sorted(p for p in vq_path.rglob("*") if p.is_file()) if vq_path.is_dir() else [vq_path]
     h = hashlib.sha256()
     for p in files:
@@ -104,7 +104,7 @@ def encode_source(source: str, vq_path: str | Path, out: str | Path, *, px: int,
     if px < f or px % f:
         raise MarsEvalError(f"--px {px} must be a positive multiple of the VQ's downsampling factor {f}")
     src = open_source(source, max_bad_fraction)
-    job = EncodeJob(str(source), _vq_digest(vq_path), px, shard_size, max_bad_fraction)
+    job = EncodeJob(str(source), vq_digest(vq_path), px, shard_size, max_bad_fraction)
     out.mkdir(parents=True, exist_ok=True)
     _check_job(out, job)
     if on_start:

@@ -50,6 +50,7 @@ def train_stage_one(llm: str | Path, vq: str | Path, encoded: str | Path, out: s
                     progress: bool = True) -> dict:
     """Train Stage I into OUT (resumes a killed run), and write a generation bundle when `bundle` is given."""
     from mars_eval.bundle import Bundle, BundleInfo
+    from mars_eval.encode import vq_digest
     from mars_eval.recipe.objectives import ImageTextData, NTPLoss
     from mars_eval.recipe.stages import FromQwen2, trained_model
     from mars_eval.train.launch import run_training
@@ -66,7 +67,7 @@ def train_stage_one(llm: str | Path, vq: str | Path, encoded: str | Path, out: s
                             f"{model_cfg.text_vocab_size}")
     corpus = codes_corpus(encoded, tokenizer)
     done = json.loads((Path(encoded) / "encode.json").read_text(encoding="utf-8"))
-    if done["vq_sha256"] != _vq_sha(vq):
+    if done["vq_sha256"] != vq_digest(Path(vq)):
         raise MarsEvalError(f"{encoded} was encoded with another VQ than {vq}")
     data = ImageTextData(corpus, model_cfg, tokenizer.eos_token_id, p_caption=p_caption)
     build = FromQwen2(str(llm), model_cfg.codebook_size, visual_expert)
@@ -81,12 +82,6 @@ def train_stage_one(llm: str | Path, vq: str | Path, encoded: str | Path, out: s
                          trained_model(build, out), vq_model, tok_dir)
         result = {**result, "bundle": str(bundle)}
     return result
-
-
-def _vq_sha(vq: str | Path) -> str:
-    from mars_eval.encode import _vq_digest
-
-    return _vq_digest(Path(vq))
 
 
 def load_real_config(path: str | Path | None, **overrides) -> TrainConfig:
