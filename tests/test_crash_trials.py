@@ -1,6 +1,6 @@
-"""Crash trials (issue 7): a real SIGKILL at a random moment of `generate`, training (`mars-eval train stage` on
-a tiny preset, and the training engine's launcher) and scoring (`fid`, `clip-score`, `coco`, `compbench`), then
-the same command again. Each trial checks
+"""Crash trials: a real SIGKILL at a random moment of `generate`, training (`mars-eval train stage` on a tiny
+preset and on a user's tiny Qwen2 + VQ + encoded data, and the training engine's launcher) and scoring (`fid`,
+`clip-score`, `coco`, `compbench`), then the same command again. Each trial checks
 
 - right after the kill: every file under its final name is complete - byte-identical to the uninterrupted run
   (images, manifests, jobs, exported weights), equal in content (JSON / JSONL / safetensors, without timing
@@ -172,6 +172,31 @@ def _stage_argv(ctx: dict, out: Path, trial: int) -> list[str]:
     return cli("train", "stage", "I", "--preset", ctx["preset"], "--cache", out, "--json")
 
 
+REAL_STAGE1 = """[stageI]
+steps = 6
+global_batch = 4
+micro_batch = 2
+lr = 2e-3
+dtype = "fp32"
+engine = "single"
+warmup_ratio = 0.0
+ckpt_every = 2
+"""
+
+
+def _real_setup(root: Path) -> dict:
+    from fixtures_real import build_user_corpus
+
+    (root / "stage1.toml").write_text(REAL_STAGE1)
+    return {"user": build_user_corpus(root / "user"), "config": root / "stage1.toml"}
+
+
+def _real_argv(ctx: dict, out: Path, trial: int) -> list[str]:
+    u = ctx["user"]
+    return cli("train", "stage", "I", "--llm", u / "qwen2", "--vq", u / "vq", "--data", u / "enc", "--config",
+               ctx["config"], "--cache", out, "--json")
+
+
 def _fid_setup(root: Path) -> dict:
     return {"a": image_folder(root / "a", 16, 1), "b": image_folder(root / "b", 16, 2)}
 
@@ -227,6 +252,8 @@ SCENARIOS = [
              exact=("*/model/model.safetensors", "*/vq/model.safetensors", "*/tokenizer/tokenizer.json", "*.png"),
              tensors=("*.safetensors",), rows=("*DONE.json", "*/scheduler.json", "*world.json"),
              logs=("*/train_log.jsonl",)),
+    Scenario("train-real", 3, _real_setup, _real_argv, exact=("*/model/model.safetensors",),
+             tensors=("*.safetensors",), rows=("*/scheduler.json",), logs=("*/train_log.jsonl",)),
     Scenario("fid", 4, _fid_setup, _fid_argv, tensors=("cache/*.safetensors",)),
     Scenario("clip-score", 2, _clip_setup, _clip_argv),
     Scenario("coco", 3, _suite_setup, _coco_argv, requires="mars_eval.cli.coco", **SUITE_FILES),
@@ -355,12 +382,16 @@ def finish(proc, so, se, log: Path, timeout: float = 900) -> tuple[int, str, str
     return rc, log.with_suffix(".out").read_text(errors="replace"), log.with_suffix(".err").read_text(errors="replace")
 
 
-def any_file(out: Path) -> bool:
-    return out.exists() and any(p.is_file() for p in out.rglob("*"))
-
-
 def count_files(out: Path) -> int:
-    return sum(1 for p in out.rglob("*") if p.is_file()) if out.exists() else 0
+    """Files under `out` while a running command writes there: a temporary folder may vanish mid-walk."""
+    n = 0
+    for root, _, names in os.walk(out):  # os.walk skips what disappears while it walks (rglob raises)
+        n += sum(1 for name in names if os.path.isfile(os.path.join(root, name)))
+    return n
+
+
+def any_file(out: Path) -> bool:
+    return count_files(out) > 0
 
 
 @pytest.fixture(scope="module")

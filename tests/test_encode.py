@@ -86,3 +86,42 @@ def test_cli_reports_counts(data, tmp_path, capsys):
                  "--px", "16", "--shard-size", "5", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["records"] == 11 and res["shards"] == 3 and res["tally"]["skipped"] == 0
+
+
+def _vq_of(vq, images):
+    x = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).contiguous()
+    with torch.inference_mode():
+        return vq.encode(to_model_range(x)).flatten(1)
+
+
+def test_bucket_and_superres_layouts_hold_the_vqs_codes_of_each_stages_crops(data, tmp_path):
+    from PIL import Image
+
+    from mars_eval.encode import bucket_sizes, crop_resize, nearest_bucket, read_encoded
+
+    assert bucket_sizes(16, 4) == [(16, 16), (24, 16), (16, 24), (32, 16), (16, 32)]
+    assert nearest_bucket(48, 32, bucket_sizes(16, 4)) == (24, 16) and nearest_bucket(30, 70, bucket_sizes(16, 4)) \
+        == (16, 32) and nearest_bucket(33, 32, bucket_sizes(16, 4)) == (16, 16)
+    im = Image.fromarray(np.arange(60 * 40 * 3, dtype=np.uint8).reshape(40, 60, 3))  # 60 wide, 40 high
+    assert np.array_equal(np.asarray(crop_resize(im, 20, 20)), np.asarray(im.crop((10, 0, 50, 40)).resize(
+        (20, 20), Image.BICUBIC)))
+    assert crop_resize(im, 32, 16).size == (32, 16)
+
+    vq, f = data["vq"], data["vq"].cfg.downsample_factor
+    s = encode_source(data["jsonl"], data["root"] / "vq", tmp_path / "b", px=16, shard_size=4, layout="buckets")
+    enc = read_encoded(tmp_path / "b")
+    assert s["complete"] and s["layout"] == "buckets" and len(enc.codes) == 11 and enc.high is None
+    for (_, image, _, _), codes, grid in zip(data["records"], enc.codes, enc.grids, strict=True):
+        w, h = nearest_bucket(*image.size, bucket_sizes(16, f))
+        assert grid == (h // f, w // f) and torch.equal(codes, _vq_of(vq, [crop_resize(image.convert("RGB"), w, h)])[0])
+    assert {g for g in enc.grids} == {(16 // f, 24 // f), (16 // f, 16 // f)}  # the 3:2 renders and the squares
+
+    encode_source(data["jsonl"], data["root"] / "vq", tmp_path / "s", px=16, shard_size=4, layout="superres")
+    enc = read_encoded(tmp_path / "s")
+    rgb = [im.convert("RGB") for _, im, _, _ in data["records"]]
+    assert torch.equal(torch.stack(enc.codes), _vq_of(vq, [centre_crop_resize(im, 16) for im in rgb]).long())
+    assert torch.equal(torch.stack(enc.high), _vq_of(vq, [centre_crop_resize(im, 32) for im in rgb]).long())
+    with pytest.raises(MarsEvalError, match="do not stack"):
+        read_codes(tmp_path / "b")
+    with pytest.raises(MarsEvalError, match="--layout must be one of square, buckets, superres"):
+        encode_source(data["jsonl"], data["root"] / "vq", tmp_path / "x", px=16, layout="tiles")

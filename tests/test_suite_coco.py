@@ -7,6 +7,7 @@ FID runs on the real InceptionV3 (~7-14 images/s here), so the sets are 4-6 imag
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,6 +181,83 @@ def test_recipe_default_finds_the_cached_world_and_clip(env, tmp_path):
     ckpt = recipe_bundle(env["ckpt"], tmp_path / "ckpt", tmp_path / "rc", env["world"], clip=env["clip"])
     res = run_coco(ckpt, tmp_path / "out", **{**_kw(env, tmp_path), "world": None, "clip": None, "n": 4})
     assert str(tmp_path / "rc") in res["clip_model"] and res["n"] == 4 and res["clip_score"] is not None
+
+
+def test_another_models_folder_scores_like_the_bundle_that_wrote_it(env, run_a, tmp_path):
+    res_a, out_a = run_a
+    plain = tmp_path / "plain"  # the usual COCO-30k naming: 00000.png, one image per caption
+    plain.mkdir()
+    for m in read_jsonl(out_a / "images" / "manifest.jsonl"):
+        shutil.copy(out_a / "images" / m["file"], plain / f"{m['prompt_index']:05d}.png")
+    for folder in (out_a / "images", plain):  # the folder `coco --ckpt` generated, and the same images renamed
+        res = run_coco(None, tmp_path / folder.name, images=folder, **_kw(env, tmp_path))
+        for k in ("fid", "kid", "kid_std", "clip_score", "clip_control", "n", "n_b"):
+            assert res[k] == res_a[k], k
+        assert Path(res["reference_dir"]).parent.name == Path(res_a["reference_dir"]).parent.name  # the same split
+        assert res["generated"] == 0 and res["label"] == folder.name and res["images_dir"] == str(folder)
+
+
+def test_best_of_n_keeps_the_candidate_clip_scores_highest(env, tmp_path):
+    import open_clip
+
+    out = tmp_path / "best"
+    res = run_coco(env["ckpt"], out, best_of=3, **_kw(env, tmp_path))
+    man = read_jsonl(out / "candidates" / "manifest.jsonl")
+    assert len(man) == 18 and sorted({m["image_index"] for m in man}) == [0, 1, 2]
+    model, _, pre = open_clip.create_model_and_transforms(f"local-dir:{env['clip']}")
+    tok = open_clip.get_tokenizer(f"local-dir:{env['clip']}")
+    with torch.no_grad():  # every candidate against its own caption, by hand
+        im = model.encode_image(torch.stack([pre(Image.open(out / "candidates" / m["file"]).convert("RGB"))
+                                             for m in man]))
+        cos = torch.nn.functional.cosine_similarity(im, model.encode_text(tok([m["prompt"] for m in man]))).numpy()
+    kept = sorted((out / "images").glob("*.png"))
+    assert [k.name for k in kept] == [f"{i:05d}_000.png" for i in range(6)]
+    for i, k in enumerate(kept):
+        cand = [(c, m) for c, m in zip(cos, man, strict=True) if m["prompt_index"] == i]
+        best = max(cand, key=lambda t: t[0])[1]
+        assert k.read_bytes() == (out / "candidates" / best["file"]).read_bytes()
+    sel = json.loads((out / "images" / "selection.json").read_text())
+    assert sel["best_of"] == 3 and [len(c["cos"]) for c in sel["captions"]] == [3] * 6
+    assert res["clip_score"] == pytest.approx(float(np.mean([max(c) for c in np.reshape(
+        [cos[[j for j, m in enumerate(man) if m["prompt_index"] == i]] for i in range(6)], (6, 3))])), abs=1e-5)
+    assert res["best_of"] == 3 and res["clip_score"] >= res["mean_candidate_cos"]
+    rows = [r for r in read_jsonl(out / "results.jsonl") if r["kind"] == "metric"]
+    assert all(r["protocol"].startswith("best of 3 by CLIP score; ") for r in rows)
+    with pytest.raises(MarsEvalError, match="needs --ckpt, not --images"):
+        run_coco(None, tmp_path / "o", images=out / "images", best_of=2, **_kw(env, tmp_path))
+    with pytest.raises(MarsEvalError, match="best-of must be an integer >= 1"):
+        run_coco(env["ckpt"], tmp_path / "o", best_of=0, **_kw(env, tmp_path))
+
+
+def test_image_folder_names_are_checked(env, tmp_path):
+    from mars_eval.suites.image_folder import caption_index
+
+    assert [caption_index(n) for n in ("00042.png", "7.jpg", "00042_000.png", "00042_001.png", "a.png")] == [
+        42, 7, 42, None, None]
+    kw = _kw(env, tmp_path)
+
+    def folder(name, files, size=(8, 8)):
+        d = tmp_path / name
+        d.mkdir()
+        for f in files:
+            Image.new("RGB", size if f != "big.png" else (16, 16)).save(d / f)
+        return d
+
+    six = [f"{i:05d}.png" for i in range(6)]
+    cases = [
+        (folder("missing", six[:5]), r"no image for caption 5 \(expected 00005.png; 1 of 6 missing"),
+        (folder("badname", six + ["cat.png"]), "image name 'cat.png' is not a caption index"),
+        (folder("twice", six + ["3.png"]), "two images for caption 3: 00003.png and 3.png"),
+        (folder("extra", six + ["00006.png"]), r"1 images beyond the 6 captions scored .* give --n 7"),
+        (folder("sizes", six[:5] + ["big.png"]), "images of 2 sizes"),
+    ]
+    for d, match in cases:
+        with pytest.raises(MarsEvalError, match=match):
+            run_coco(None, tmp_path / "o", images=d, **kw)
+    with pytest.raises(MarsEvalError, match="not both"):
+        run_coco(env["ckpt"], tmp_path / "o", images=tmp_path / "missing", **kw)
+    with pytest.raises(MarsEvalError, match="image folder not found"):
+        run_coco(None, tmp_path / "o", images=tmp_path / "none", **kw)
 
 
 def test_bad_inputs_are_one_line_errors(env, tmp_path):

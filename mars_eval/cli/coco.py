@@ -1,4 +1,4 @@
-"""`mars-eval coco --ckpt CKPT --out OUT [--coco-dir val2014/]`: COCO-style FID / KID / CLIP score."""
+"""`mars-eval coco --ckpt CKPT | --images DIR --out OUT [--coco-dir val2014/]`: COCO-style FID / KID / CLIP score."""
 
 from __future__ import annotations
 
@@ -26,9 +26,12 @@ class Variant(StrEnum):
 
 @app.command("coco")
 def coco_command(
-    ckpt: Annotated[Path, typer.Option(help="Checkpoint bundle directory.")],
     out: Annotated[Path, typer.Option(help="Output folder: images/, scores.jsonl, results.jsonl; rerunning the "
                                            "same command resumes a killed run.")],
+    ckpt: Annotated[Path | None, typer.Option(help="Checkpoint bundle directory to generate with.")] = None,
+    images: Annotated[Path | None, typer.Option(
+        help="Another model's images instead of --ckpt: one per caption, named by caption index (00000.png or "
+             "00000_000.png, captions 0 .. n-1 exactly); on the world give --world and --clip.")] = None,
     coco_dir: Annotated[Path | None, typer.Option(
         help="A local COCO val2014 image folder: the reference set for the COCO-30k captions (default: the "
              "world's COCO-like split).")] = None,
@@ -57,6 +60,9 @@ def coco_command(
     control: Annotated[bool, typer.Option(
         help="Also the CLIP score of the same images against a fixed derangement of the captions (the "
              "shuffled-prompt control: what a prompt-blind model scores).")] = True,
+    best_of: Annotated[int, typer.Option(
+        help="Generate N images per caption and keep the one CLIP scores highest against its caption (the "
+             "paper's Table 2 best-of protocol; recorded in the protocol; needs --clip or the world CLIP).")] = 1,
     cfg_scale: Annotated[float | None, typer.Option(help="Guidance scale (default: the bundle's).")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature (default: the bundle's).")] = None,
     top_k: Annotated[int | None, typer.Option(help="0 = off (default: the bundle's).")] = None,
@@ -71,12 +77,12 @@ def coco_command(
     from mars_eval.generate.runner import RunOptions
     from mars_eval.suites.coco import run_coco
 
-    res = run_coco(ckpt, out, n=n, coco_dir=coco_dir, captions=captions,
+    res = run_coco(ckpt, out, images=images, n=n, coco_dir=coco_dir, captions=captions,
                    protocol=protocol.value if protocol else None, clip=clip, clip_model=clip_model,
                    clip_variant=clip_variant.value, world=world, label=label, seed=seed,
                    run=RunOptions(batch_size=batch_size, nproc=nproc, device=device, threads=threads),
                    sampler=dict(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p),
-                   cache_dir=cache_dir, control=control)
+                   cache_dir=cache_dir, control=control, best_of=best_of)
     if as_json:
         import json
 

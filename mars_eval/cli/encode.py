@@ -19,7 +19,10 @@ def encode(
                                            "to force the kind.")],
     vq: Annotated[Path, typer.Option(help="VQ tokenizer: our directory, or a LlamaGen VQ-16 / taming checkpoint.")],
     out: Annotated[Path, typer.Option(help="Output folder for the code shards (resumable).")],
-    px: Annotated[int, typer.Option(help="Square resolution the images are centre-cropped and resized to.")] = 256,
+    px: Annotated[int, typer.Option(help="Resolution: the square side (square), the short side (buckets), the "
+                                         "low-res side (superres; high-res is 2 px).")] = 256,
+    layout: Annotated[str, typer.Option(help="square (Stage I), buckets (Stage II: aspect buckets, the resolution "
+                                             "goes into the caption), superres (Stage III: px and 2 px).")] = "square",
     shard_size: Annotated[int, typer.Option(help="Records per output shard.", min=1)] = 1000,
     batch_size: Annotated[int, typer.Option(help="Images per VQ forward.", min=1)] = 64,
     max_bad_fraction: Annotated[float, typer.Option(help="Largest share of bad records skipped before the run "
@@ -39,7 +42,8 @@ def encode(
     task = bar.add_task("encode", total=None, rate="")
     try:  # the bar starts once the inputs are checked, so that an error is the only output
         summary = encode_source(data, vq, out, px=px, shard_size=shard_size, batch_size=batch_size,
-                                max_bad_fraction=max_bad_fraction, rank=rank, world_size=world, on_start=bar.start,
+                                max_bad_fraction=max_bad_fraction, rank=rank, world_size=world, layout=layout,
+                                on_start=bar.start,
                                 on_shard=lambda i, n: bar.update(task, advance=n, rate=f"shard {i}"))
     finally:
         if bar.live.is_started:

@@ -44,8 +44,11 @@ def train_stage(
     llm: Annotated[Path | None, typer.Option(help="Real scale: a local Hugging Face Qwen2 directory (with --vq, "
                                                   "--dry-run).")] = None,
     vq: Annotated[Path | None, typer.Option(help="Real scale: a VQ checkpoint (ours, LlamaGen VQ-16 or taming).")] = None,
-    data: Annotated[str | None, typer.Option(help="Real scale: an encode folder (`mars-eval encode`; --dry-run also "
+    data: Annotated[str | None, typer.Option(help="Real scale: an encode folder (`mars-eval encode`, --layout square "
+                                                  "/ buckets / superres for Stage I / II / III; --dry-run also "
                                                   "takes a raw source).")] = None,
+    init: Annotated[Path | None, typer.Option(help="Real scale, Stages II and III: the previous stage's run folder "
+                                                   "(or its model/ directory).")] = None,
     config: Annotated[Path | None, typer.Option(help="Real scale: train config TOML (default: the paper's Stage I "
                                                      "recipe, mars_eval/recipe/configs/real_stage1.toml).")] = None,
     steps: Annotated[int | None, typer.Option(help="Real scale: override the config's steps.", min=1)] = None,
@@ -75,7 +78,7 @@ def train_stage(
             raise MarsEvalError("real scale needs both --llm (a Qwen2 directory) and --vq (a VQ checkpoint)")
         from mars_eval.recipe.real import load_real_config
 
-        cfg = load_real_config(config, steps=steps, micro_batch=micro_batch, global_batch=global_batch,
+        cfg = load_real_config(config, stage.value, steps=steps, micro_batch=micro_batch, global_batch=global_batch,
                                engine=engine.value if engine else None)
         if dry_run:
             from mars_eval.recipe.plan import training_plan
@@ -84,7 +87,7 @@ def train_stage(
                                caption_tokens=caption_tokens, global_batch=cfg.global_batch,
                                gpus_per_node=gpus_per_node, nodes=nodes), as_json, "plan")
             return
-        emit(_train_real(stage, llm, vq, data, cfg, cache, not no_expert, nproc, bundle), as_json, "trained")
+        emit(_train_real(stage, llm, vq, data, init, cfg, cache, not no_expert, nproc, bundle), as_json, "trained")
         return
 
     p = Preset.load(preset)
@@ -99,22 +102,25 @@ def train_stage(
     emit(out, as_json, "trained")
 
 
-def _train_real(stage: Stage, llm: Path, vq: Path, data: str | None, cfg, cache: Path, expert: bool, nproc: int,
-                bundle: Path | None) -> dict:
-    """Stage I on a user's Qwen2 + VQ + encoded data, in a run folder under the cache named by what it trains."""
+def _train_real(stage: Stage, llm: Path, vq: Path, data: str | None, init: Path | None, cfg, cache: Path,
+                expert: bool, nproc: int, bundle: Path | None) -> dict:
+    """A stage on a user's Qwen2 + VQ + encoded data, in a run folder under the cache named by what it trains."""
     from mars_eval.encode import DONE
     from mars_eval.errors import MarsEvalError
-    from mars_eval.recipe.real import train_stage_one
+    from mars_eval.recipe.real import train_real_stage
     from mars_eval.results import config_hash
 
-    if stage != Stage.s1:
-        raise MarsEvalError(f"real scale trains Stage I so far; Stage {stage.value} on your own data is not built yet")
+    if stage == Stage.s0:
+        raise MarsEvalError("real scale starts from your pre-trained LLM (--llm): train Stage I, II or III")
     if data is None or not (Path(data) / DONE).is_file():
         raise MarsEvalError(f"--data must be a complete encode folder (run `mars-eval encode --data SOURCE --vq "
                             f"{vq} --out DIR` first); got {data}")
     writable_dir(cache)
-    run = cache / ("real-stageI-" + config_hash({"llm": str(Path(llm).resolve()), "vq": str(Path(vq).resolve()),
-                                                  "data": str(Path(data).resolve()), "expert": expert,
-                                                  "cfg": cfg.to_dict()}))
-    res = train_stage_one(llm, vq, data, run, cfg, visual_expert=expert, nproc=nproc, bundle=bundle)
+    key = {"llm": str(Path(llm).resolve()), "vq": str(Path(vq).resolve()), "data": str(Path(data).resolve()),
+           "expert": expert, "cfg": cfg.to_dict()}
+    if init is not None:
+        key["init"] = str(Path(init).resolve())
+    run = cache / (f"real-stage{stage.value}-" + config_hash(key))
+    res = train_real_stage(stage.value, llm, vq, data, run, cfg, init=init, visual_expert=expert, nproc=nproc,
+                           bundle=bundle)
     return {"run": str(run), **{k: v for k, v in res.items() if isinstance(v, int | float | str)}}

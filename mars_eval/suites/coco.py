@@ -22,6 +22,7 @@ from mars_eval.generate.folder import read_manifest
 from mars_eval.generate.runner import ProgressFn, RunOptions, generate_folder
 from mars_eval.io import writable_dir
 from mars_eval.prompts import PromptSet
+from mars_eval.suites.best_of import select_best
 from mars_eval.suites.common import (
     RESULTS,
     SCORES,
@@ -40,6 +41,7 @@ from mars_eval.suites.common import (
     write_grid_view,
 )
 from mars_eval.suites.control import control_row, control_scores, prompt_ci
+from mars_eval.suites.image_folder import coco_folder_manifest, image_size
 
 TABLE = "COCO-style FID"
 WORLD_N = 300  # "a few hundred": FID-inf needs >= 50 per set; Inception runs ~7-14 images/s on this CPU
@@ -62,14 +64,16 @@ def _check_n(n: int | None) -> None:
         raise MarsEvalError(f"n must be an integer >= 2 (FID needs two images per set), got {n!r}")
 
 
-def run_coco(ckpt: Path, out: Path, *, n: int | None = None, coco_dir: Path | None = None,
+def run_coco(ckpt: Path | None, out: Path, *, images: Path | None = None, n: int | None = None,
+             coco_dir: Path | None = None,
              captions: Path | str | None = None, protocol: str | None = None, clip: Path | None = None,
              clip_model: str | None = None, clip_variant: str = "clip-b32-raw", world: Path | None = None,
              label: str | None = None, seed: int = 0, run: RunOptions | None = None, progress: bool = True,
              sampler: dict | None = None, cache_dir: Path | None = None, extractor=None,
              split_dir: Path | None = None, table: str = TABLE, on_generate: ProgressFn | None = None,
-             control: bool = True) -> dict:
-    """Generate (resumably) for the captions, then FID / KID / FID-inf vs the reference and CLIP score.
+             control: bool = True, best_of: int = 1) -> dict:
+    """Generate (resumably) for the captions, or take another model's `images` (one per caption, in COCO-30k
+    naming: suites/image_folder.py), then FID / KID / FID-inf vs the reference and CLIP score.
 
     n: captions (world default 300, real default 30,000). protocol: clean | torch-fidelity | coco (default:
     coco with `coco_dir`, clean on the world). clip: real CLIP weights (file + clip_model, or an open_clip
@@ -78,6 +82,8 @@ def run_coco(ckpt: Path, out: Path, *, n: int | None = None, coco_dir: Path | No
     reuse. split_dir: where the world split is cached (default OUT/reference; share one across runs so its
     Inception features come from the feature cache). seed: recorded in the rows (the checkpoint's training seed).
     control: also the CLIP score of the same images against deranged captions (a row with `control`).
+    best_of: generate N images per caption and keep the one CLIP scores highest against its caption
+    (suites/best_of.py; the paper's Table 2 protocol), recorded in the protocol.
     """
     from mars_eval.metrics.cache import default_cache_dir
     from mars_eval.metrics.clip_score import get_variant
@@ -88,14 +94,21 @@ def run_coco(ckpt: Path, out: Path, *, n: int | None = None, coco_dir: Path | No
 
     _check_n(n)
     run = run or RunOptions()
-    if ckpt is None:
-        raise MarsEvalError("give a checkpoint (--ckpt)")
-    info = bundle_info(ckpt)
+    if (ckpt is None) == (images is None):
+        raise MarsEvalError("give a checkpoint (--ckpt) or another model's image folder (--images), not both")
+    if isinstance(best_of, bool) or not isinstance(best_of, int) or best_of < 1:
+        raise MarsEvalError(f"best-of must be an integer >= 1, got {best_of!r}")
+    if best_of > 1 and images is not None:
+        raise MarsEvalError("--best-of picks among generated candidates: it needs --ckpt, not --images")
+    info = bundle_info(ckpt) if ckpt is not None else None
+    if images is not None and not Path(images).is_dir():
+        raise MarsEvalError(f"image folder not found: {images}")
     real = coco_dir is not None
     variant = get_variant(clip_variant if real else WORLD_CLIP_VARIANT)
     spec = PreprocessSpec(protocol or ("coco" if real else "clean"))
     out = writable_dir(out)
-    label = label or Path(ckpt).name
+    label = label or Path(ckpt if ckpt is not None else images).name
+    own = images is None and best_of == 1  # images the run generated into OUT/images, with their manifest
     bars = Bars(progress)
     try:
         if real:
@@ -119,16 +132,32 @@ def run_coco(ckpt: Path, out: Path, *, n: int | None = None, coco_dir: Path | No
             world = check_world(Path(world) if world is not None else arts.world())
             if clip is None:
                 clip = arts.clip_dir()
-            split = build_split(world, WORLD_N if n is None else n, output_px(ckpt, info),
+            px = output_px(ckpt, info) if ckpt is not None else image_size(images)
+            split = build_split(world, WORLD_N if n is None else n, px,
                                 split_dir if split_dir is not None else out / "reference")
             ref_dir, prompts = split / "images", split_prompts(split)
             base_seed, use_prompt_seeds, scale = BASE_SEED, False, "world"
 
-        folder = out / "images"
-        summary = generate_folder(ckpt, prompts, folder, images_per_prompt=1, base_seed=base_seed,
-                                  use_prompt_seeds=use_prompt_seeds, sampler=sampler, run=run,
-                                  on_progress=bars.generation("generate", on_generate))
-        manifest = read_manifest(folder)
+        if clip is None and best_of > 1:
+            raise MarsEvalError("--best-of picks by CLIP score: give CLIP weights (--clip)")
+        selection = None
+        if images is not None:
+            folder, summary = Path(images), {"computed": 0}
+            manifest = coco_folder_manifest(folder, prompts)
+        elif best_of > 1:
+            summary = generate_folder(ckpt, prompts, out / "candidates", images_per_prompt=best_of,
+                                      base_seed=base_seed, use_prompt_seeds=use_prompt_seeds, sampler=sampler,
+                                      run=run, on_progress=bars.generation("generate", on_generate))
+            folder = out / "images"
+            selection = select_best(out / "candidates", read_manifest(out / "candidates"), folder,
+                                    _clip_scorer(clip, clip_model, variant, run))
+            manifest = coco_folder_manifest(folder, prompts)
+        else:
+            folder = out / "images"
+            summary = generate_folder(ckpt, prompts, folder, images_per_prompt=1, base_seed=base_seed,
+                                      use_prompt_seeds=use_prompt_seeds, sampler=sampler, run=run,
+                                      on_progress=bars.generation("generate", on_generate))
+            manifest = read_manifest(folder)
 
         device = run.device if run.device != "cuda" else "cuda:0"
         config = FidRunConfig(preprocess=spec, bootstrap=BootstrapConfig(seed=seed), fid_inf=FidInfConfig(seed=seed),
@@ -146,15 +175,16 @@ def run_coco(ckpt: Path, out: Path, *, n: int | None = None, coco_dir: Path | No
         clip_res = None
         if clip is not None:
             clip_res = _clip_scores(out, folder, manifest, prompts, clip, clip_model, variant, scale, device, run,
-                                    bars, control)
+                                    bars, control, own)
     finally:
         bars.close()
 
     clip_note = None if clip_res else ("CLIP score not computed: no CLIP weights given (--clip); real CLIP "
                                        "weights are never downloaded")
-    rows = _rows(fid, clip_res, label, seed, scale, table, len(prompts))
+    rows = _rows(fid, clip_res, label, seed, scale, table, len(prompts), best_of)
+    grid = folder if own or clip_res is None else out / "samples"
     rows.append({"kind": "samples", "label": f"{label}: COCO-style" + (" (world)" if scale == "world" else ""),
-                 "images_dir": relative_to(folder, out), "limit": 24})
+                 "images_dir": relative_to(grid, out), "limit": 24})
     appended = append_results(out / RESULTS, rows)
     keep = ("fid", "kid", "kid_std", "fid_ci_low", "fid_ci_high", "fid_ci_level", "fid_inf", "fid_inf_valid",
             "n_a", "n_b", "protocol", "preprocessing", "cache_hit_a", "cache_hit_b", "extractor_sha256",
@@ -167,14 +197,30 @@ def run_coco(ckpt: Path, out: Path, *, n: int | None = None, coco_dir: Path | No
                                                              "clip_control_skipped")},
             "clip_scored": clip_res["computed"] if clip_res else 0,
             "clip_control_scored": clip_res["control_computed"] if clip_res else 0, "generated": summary["computed"],
+            "best_of": best_of, "mean_best_cos": selection["mean_best_cos"] if selection else None,
+            "mean_candidate_cos": selection["mean_cos"] if selection else None,
             "images_dir": str(folder), "reference_dir": str(ref_dir), "prompts": prompts.name,
             "rows_appended": appended, "out": str(out), "results": str(out / RESULTS),
             "scores_file": str(out / SCORES)}
 
 
+def _clip_scorer(clip: Path, clip_model: str | None, variant, run: RunOptions):
+    """score(files, texts) -> (N,) cosines with the run's CLIP (best-of-N selection)."""
+    from mars_eval.metrics.clip_score import cosines, load_clip
+
+    device = run.device if run.device != "cuda" else "cuda:0"
+    loaded = load_clip(clip, clip_model or (None if Path(clip).is_dir() else variant.model), device=device)
+
+    def score(files: list[Path], texts: list[str]):
+        with torch_threads(run.threads):
+            return cosines(loaded, files, [variant.text_prefix + t for t in texts], batch_size=CLIP_CHUNK)
+
+    return score
+
+
 def _clip_scores(out: Path, folder: Path, manifest: list[dict], prompts: PromptSet, clip: Path,
                  clip_model: str | None, variant, scale: str, device: str, run: RunOptions, bars: Bars,
-                 control: bool = True) -> dict:
+                 control: bool = True, own: bool = True) -> dict:
     """Per-image cosines (resumable, in OUT/scores.jsonl) aggregated with the variant's definition; with
     `control`, also against the deranged captions (the shuffled-prompt control)."""
     import numpy as np
@@ -206,7 +252,14 @@ def _clip_scores(out: Path, folder: Path, manifest: list[dict], prompts: PromptS
     store.compact()
     cos = np.array([r["cos"] for r in rows])
     ctrl = None if got is None or isinstance(got, str) else np.array([r["cos"] for r in got[0]])
-    write_grid_view(folder, {r["file"]: float(c) for r, c in zip(manifest, variant.per_image(cos), strict=True)})
+    per_image = variant.per_image(cos)
+    if own:  # the run's generate folder: the grid reads its manifest
+        write_grid_view(folder, {r["file"]: float(c) for r, c in zip(manifest, per_image, strict=True)})
+    else:  # another model's folder or best-of picks: the grid's manifest goes under OUT/samples, the folder is left
+        names = [str((folder / r["file"]).resolve()) for r in manifest]
+        write_grid_view(out / "samples", dict(zip(names, map(float, per_image), strict=True)),
+                        [{"file": f, "prompt": r["prompt"], "prompt_index": r["prompt_index"]}
+                         for f, r in zip(names, manifest, strict=True)])
     world = scale == "world"
     name = "world-clip-raw" if world else variant.name
     definition = ("raw cosine (the clip-b32-raw definition) with the world CLIP" if world
@@ -223,10 +276,12 @@ def _clip_scores(out: Path, folder: Path, manifest: list[dict], prompts: PromptS
             "checkpoint_sha256": loaded.checkpoint_sha256, "computed": computed}
 
 
-def _rows(fid: dict, clip: dict | None, label: str, seed: int, scale: str, table: str, n: int) -> list[dict]:
+def _rows(fid: dict, clip: dict | None, label: str, seed: int, scale: str, table: str, n: int,
+          best_of: int = 1) -> list[dict]:
     base = {"kind": "metric", "table": table, "label": label, "seed": seed, "scale": scale, "n": n,
             "n_reference": fid["n_b"]}
-    proto = f"{fid['preprocessing']}; Inception {fid['extractor_sha256'][:12]} {fid['extractor_precision']}"
+    picked = f"best of {best_of} by CLIP score; " if best_of > 1 else ""
+    proto = f"{picked}{fid['preprocessing']}; Inception {fid['extractor_sha256'][:12]} {fid['extractor_precision']}"
     rows = [{**base, "metric": "FID", "value": fid["fid"], "protocol": proto,
              "ci_low": fid.get("fid_ci_low"), "ci_high": fid.get("fid_ci_high"), "ci_level": fid.get("fid_ci_level")},
             {**base, "metric": "KID (x1000)", "value": 1000 * fid["kid"], "protocol": proto,
@@ -236,7 +291,7 @@ def _rows(fid: dict, clip: dict | None, label: str, seed: int, scale: str, table
                      "valid": fid["fid_inf_valid"]})
     if clip is not None:
         rows.append({**base, "metric": f"CLIP score ({clip['variant']})", "value": clip["clip_score"],
-                     "protocol": f"{clip['definition']}; CLIP {clip['checkpoint_sha256'][:12]}",
+                     "protocol": f"{picked}{clip['definition']}; CLIP {clip['checkpoint_sha256'][:12]}",
                      "std": clip["clip_score_std"]})
         if clip["clip_control"] is not None:
             rows.append({**control_row(rows[-1], clip["clip_control"]), "std": clip["clip_control_std"]})

@@ -18,7 +18,7 @@ from mars_eval.io import atomic_write_json
 from mars_eval.train.checkpoint import CheckpointWriter, find_latest, read_json, read_tree, verify
 from mars_eval.train.config import TrainConfig
 from mars_eval.train.contract import Job
-from mars_eval.train.diagnostics import StepLog, StepMetrics, grad_norm_fields
+from mars_eval.train.diagnostics import StepLog, StepMetrics, grad_norm_fields, read_rows
 from mars_eval.train.distributed import DistInfo, all_reduce, barrier, setup, teardown
 from mars_eval.train.engine import make_engine
 from mars_eval.train.sampler import rank_slice, step_batch
@@ -190,6 +190,9 @@ def _train(cfg, job: Job, out_dir: Path, ckpt_root: Path, info: DistInfo, resume
     wall = time.perf_counter() - t_run
     if not info.is_main:
         return None
+    if last_row is None and start > 0:  # resumed at the end (killed after the last checkpoint): the logged last step
+        logged = read_rows(out_dir / LOG_NAME)
+        last_row = logged[-1] if logged else None
     results = {
         "config_hash": cfg.hash(), "git_commit": git_commit(), "seed": cfg.seed, "engine": cfg.engine,
         "world": info.world, "dtype": cfg.dtype, "steps": cfg.steps, "resumed_from": start if meta else None,
