@@ -86,6 +86,13 @@ def test_stages_two_and_three_continue_the_previous_stage_and_the_bundle_super_r
 
 
 def test_a_stage_on_the_wrong_layout_or_without_init_is_a_one_line_error(user, tmp_path, capsys):
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 300}')
+    with pytest.raises(SystemExit) as e:
+        main(["train", "stage", "I", "--llm", str(tmp_path / "gpt2"), "--vq", str(user / "vq"), "--data",
+              str(user / "enc"), "--engine", "single", "--steps", "1", "--cache", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1 and "model_type is 'gpt2', expected 'qwen2'" in err, err
     base = ["train", "stage", "II", "--llm", str(user / "qwen2"), "--vq", str(user / "vq"), "--engine", "single",
             "--steps", "1", "--global-batch", "2", "--micro-batch", "2", "--cache", str(tmp_path / "c")]
     for extra, needle in ((["--data", str(user / "enc")], "trains on `encode --layout buckets` codes"),
