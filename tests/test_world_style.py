@@ -109,3 +109,23 @@ def test_cli_rejects_a_bad_layout_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "layout" in err
     assert not (tmp_path / "w").exists()
+
+
+def test_the_vq_can_train_on_the_default_style_world(tmp_path):
+    import copy
+
+    from mars_eval.errors import MarsEvalError
+    from mars_eval.recipe.pipeline import Artifacts, Preset
+
+    base = Preset.load("ci")
+    tables = copy.deepcopy(base.tables)
+    tables["world"].update(layout="slots", backgrounds="plain")
+    tables["vq"]["images"] = "default-style"
+    arts = Artifacts(Preset("ci", tables), tmp_path, progress=False)
+    vq = arts.vq_dir()
+    default = Artifacts(base, tmp_path, progress=False)  # the same n and seed in the default style, VQ on it
+    assert world_style(default.world()) == DEFAULT_STYLE and world_style(arts.world()) == SLOTS
+    assert vq == default.vq_dir()  # one cached VQ: trained on the default-style world's images, found again
+    tables["vq"]["images"] = "coco"
+    with pytest.raises(MarsEvalError, match="images must be one of world, default-style"):
+        Artifacts(Preset("ci", tables), tmp_path, progress=False).vq_dir()

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from mars_eval.kit.store import Kit
 
 DONE = "DONE.json"
+# what the VQ trains on ([vq] images): the preset's world, or the same world drawn in the default (rich) style - a
+# broad image corpus, as a real VQGAN is trained on ImageNet / OpenImages rather than on the T2I data it serves
+VQ_IMAGES = ("world", "default-style")
 TABLES = ("world", "tokenizer", "model", "vq", "stage0", "stageI", "stageII", "stageIII")
 # world CLIP / judges settings, the ablation's evaluation budget, the pretrained kit (mars_eval.kit.store), and
 # Stage I's caption policy and task mix (mars_eval.recipe.stages.StageIData)
@@ -181,12 +184,15 @@ class Artifacts:
         return info
 
     # -- artifacts ----------------------------------------------------------------------------------------------
-    def world(self) -> Path:
+    def world(self, default_style: bool = False) -> Path:
+        """The preset's world; default_style: the same n and seed drawn in the default (rich) style."""
         from mars_ref.world import WorldStyle, build_world
         from mars_ref.world.build import FORMAT
 
         self.kit()  # a kit built from other tables fails here, before the world is built
         t = self.preset.tables["world"]
+        if default_style:
+            t = {k: v for k, v in t.items() if k not in ("layout", "backgrounds")}
         d = self._dir("world", {**t, "format": FORMAT})
         if not self.done(d):
             shutil.rmtree(d, ignore_errors=True)
@@ -224,8 +230,11 @@ class Artifacts:
 
         if (kit := self._kit_part("vq")) is not None:
             return kit
-        world = self.world()
         t = dict(self.preset.tables["vq"])
+        images = t.pop("images", "world")
+        if images not in VQ_IMAGES:
+            raise MarsEvalError(f"[vq] images must be one of {', '.join(VQ_IMAGES)}, got {images!r}")
+        world = self.world(default_style=images == "default-style")
         d = self._dir("vq", {**t, "world": str(world)})
         if not self.done(d):
             t0 = time.perf_counter()
