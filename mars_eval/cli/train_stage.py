@@ -1,4 +1,5 @@
-"""`mars-eval train stage`: the MARS recipe on the embedded world, Stage 0 -> I -> II -> III, cached by config."""
+"""`mars-eval train stage`: the MARS recipe, Stage 0 -> I -> II -> III, on the embedded world (cached by config) or on
+a user's Qwen2 + VQ + encoded data (--llm / --vq / --data)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def train_stage(
     """Train the reference MARS on the embedded world; every finished artifact is reused, an unfinished stage resumes.
 
     A preset that names a world kit takes the tokenizer, VQ and Stage 0 LLM from it (see `mars-eval kit`).
-    With --llm and --vq: the real-scale plan (--dry-run)."""
+    With --llm, --vq and --data: Stage I, II or III on your own data (II and III continue --init); --dry-run: the
+    real-scale plan."""
     from mars_eval.errors import MarsEvalError
     from mars_eval.recipe.pipeline import Artifacts, Preset
 
