@@ -62,6 +62,7 @@ def test_unknown_preset_names_list_the_known_ones():
 @pytest.mark.parametrize("table, match", [
     ('captions = "long"', "captions must be one of"),
     ("p_dense = 1.5", "p_dense must be a number in"),
+    ("p_uncond = -0.1", "p_uncond must be a number in"),
     ("p_dance = 0.5", "unknown keys"),
     ('images = "stream"', "images must be one of"),
     ("object_weight = 3", 'object_weight needs images = "fresh"'),
@@ -74,3 +75,23 @@ def test_a_bad_data_table_is_a_one_line_error(tmp_path, table, match):
     with pytest.raises(MarsEvalError, match=match) as e:
         Preset.load(str(f))
     assert "\n" not in str(e.value) and "p.toml" in str(e.value)
+
+
+def test_the_caption_dropout_is_a_data_field_that_sets_the_share_of_empty_captions():
+    import numpy as np
+    import torch
+
+    from mars_eval.recipe.data import Corpus
+    from mars_eval.recipe.objectives import ImageTextData
+    from mars_eval.recipe.stages import StageIData
+    from mars_ref.config import MarsConfig
+
+    assert StageIData().p_uncond == 0.1 and StageIData.from_table({"p_uncond": 0}).p_uncond == 0
+    cfg = MarsConfig(text_vocab_size=50, codebook_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                     num_key_value_heads=1, intermediate_size=8, max_position_embeddings=64)
+    corpus = Corpus([torch.arange(4) for _ in range(8)], [(2, 2)] * 8, {"en": [[5, 6]] * 8, "zh": [[7]] * 8})
+    for p, want_empty in ((0.0, 0), (1.0, 8)):
+        batch = ImageTextData(corpus, cfg, 3, p_caption=0.0, p_uncond=p).collate(np.arange(8), np.arange(8))
+        caption_tokens = [int((row[: row.tolist().index(cfg.boi_id)] < cfg.text_vocab_size).sum())
+                          for row in batch["ids"]]
+        assert sum(c == 0 for c in caption_tokens) == want_empty

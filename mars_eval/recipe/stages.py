@@ -43,6 +43,7 @@ class StageIData:
     captions   "short": the T2I-CompBench-style captions only; "dense+short": a share `p_dense` of the text-to-image
                examples is conditioned on the scene's dense caption (mars_ref.world.dense) instead
     p_caption  share of captioning (image-to-text) examples, on short captions (what the captioning probe parses)
+    p_uncond   caption dropout of the text-to-image examples (the unconditional model classifier-free guidance needs)
     images     "corpus": the world build's n Stage I images, seen once per epoch; "fresh": a new scene for every
                example (objectives.FreshImageTextData), so nothing can be memorised
     object_weight  loss weight of the image tokens that meet an object (background tokens 1; "fresh" images only):
@@ -54,6 +55,7 @@ class StageIData:
     captions: str = "short"
     p_dense: float = 0.5
     p_caption: float = 0.5
+    p_uncond: float = 0.1
     images: str = "corpus"
     object_weight: float = 1.0
     contrast: float = 0.0
@@ -71,7 +73,7 @@ class StageIData:
             raise MarsEvalError(f"[data] contrast must be a number >= 0, got {c!r}")
         if w != 1 and self.images != "fresh":
             raise MarsEvalError('[data] object_weight needs images = "fresh" (the scenes say where the objects are)')
-        for name in ("p_dense", "p_caption"):
+        for name in ("p_dense", "p_caption", "p_uncond"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
                 raise MarsEvalError(f"[data] {name} must be a number in [0, 1], got {v!r}")
@@ -172,7 +174,7 @@ def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokeniz
     if stage == "I" and data.images == "fresh":
         examples = objectives.FreshImageTextData(
             str(world), str(vq_dir), str(tokenizer_dir), cfg, tokenizer.eos_token_id, p_caption=data.p_caption,
-            p_dense=data.dense_share, object_weight=float(data.object_weight), contrast=data.contrast > 0)
+            p_uncond=data.p_uncond, p_dense=data.dense_share, object_weight=float(data.object_weight), contrast=data.contrast > 0)
         return build, objectives.NTPLoss(cfg, contrast=float(data.contrast)), examples
     corpus = load_corpus(world, CORPUS[stage], vq, vq_dir, tokenizer, tokenizer_dir, cache_dir)
     if stage == "III":
@@ -180,7 +182,7 @@ def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokeniz
     if stage == "II":
         return build, objectives.NTPLoss(cfg), objectives.ImageTextData(corpus, cfg, tokenizer.eos_token_id, p_caption=0.0)
     examples = objectives.ImageTextData(corpus, cfg, tokenizer.eos_token_id, p_caption=data.p_caption,
-                                        p_dense=data.dense_share, contrast=data.contrast > 0)
+                                        p_uncond=data.p_uncond, p_dense=data.dense_share, contrast=data.contrast > 0)
     return build, objectives.NTPLoss(cfg, contrast=float(data.contrast)), examples
 
 
