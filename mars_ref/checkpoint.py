@@ -107,14 +107,20 @@ def _describe_mismatch(saved: MarsConfig, wanted: MarsConfig, directory: Path) -
     return f"checkpoint {directory} has " + ", ".join(diffs)
 
 
-def load_model(directory: str | Path, config: MarsConfig | None = None,
-               dtype: torch.dtype = torch.float32) -> MarsModel:
+def load_config(directory: str | Path) -> MarsConfig:
+    """The MarsConfig a `save_model` directory was saved with (no weights read)."""
     d = Path(directory)
     try:
         text = (d / CONFIG).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise MarsRefError(f"no {CONFIG} in {d} (not a MARS checkpoint directory)") from None
-    saved = MarsConfig.from_json(text, str(d / CONFIG))
+    return MarsConfig.from_json(text, str(d / CONFIG))
+
+
+def load_model(directory: str | Path, config: MarsConfig | None = None,
+               dtype: torch.dtype = torch.float32) -> MarsModel:
+    d = Path(directory)
+    saved = load_config(d)
     if config is not None and config != saved:
         raise MarsRefError(_describe_mismatch(saved, config, d))
     weights = d / WEIGHTS

@@ -122,3 +122,15 @@ def test_stage_one_on_two_zero3_processes_matches_one_process(user, tmp_path, ca
     for x, y in zip(a, b, strict=True):  # ZeRO-3 over 2 gloo processes: the same losses as one process
         assert x["tokens"] == y["tokens"] and x["loss"] == pytest.approx(y["loss"], rel=1e-5)
         assert x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-4)
+
+
+def test_a_stages_model_config_is_the_built_models_without_building_it(user, tmp_path):
+    from mars_eval.recipe.stages import STAGE3_POSITIONS, FromMars, FromQwen2
+
+    one = FromQwen2(str(user / "qwen2"), 64, True)
+    model = one()
+    assert one.model_config() == model.config
+    model.save(tmp_path / "m")
+    for positions in (None, STAGE3_POSITIONS):
+        later = FromMars(str(tmp_path / "m"), positions)
+        assert later.model_config() == later().config

@@ -76,7 +76,6 @@ def train_real_stage(stage: str, llm: str | Path, vq: str | Path, encoded: str |
     from mars_eval.recipe import objectives
     from mars_eval.recipe.stages import STAGE3_POSITIONS, FromMars, FromQwen2, trained_model
     from mars_eval.train.launch import run_training
-    from mars_ref.config import MarsConfig
     from mars_ref.model import MarsModel
     from mars_ref.text_tokenizer import load_text_tokenizer
     from mars_ref.vq_formats import load_any_vq
@@ -90,16 +89,17 @@ def train_real_stage(stage: str, llm: str | Path, vq: str | Path, encoded: str |
         raise MarsEvalError(f"Stage {stage} trains on `encode --layout {LAYOUT_OF[stage]}` codes; {encoded} holds "
                             f"layout {layout}")
     vq_model = load_any_vq(vq).eval()
-    MarsConfig.from_hf_qwen2(llm, vq_model.cfg.codebook_size)  # --llm must be a Qwen2 directory (one-line error)
+    stage_one = FromQwen2(str(llm), vq_model.cfg.codebook_size, visual_expert)
+    stage_one.model_config()  # --llm must be a Qwen2 directory (one-line error), whatever the stage
     tokenizer = load_text_tokenizer(llm)
     if stage == "I":
-        build = FromQwen2(str(llm), vq_model.cfg.codebook_size, visual_expert)
+        build = stage_one
     elif init is None:
         raise MarsEvalError(f"Stage {stage} continues a trained stage: give --init (the Stage "
                             f"{'I' if stage == 'II' else 'II'} run folder)")
     else:
         build = FromMars(str(init_model_dir(init)), STAGE3_POSITIONS if stage == "III" else None)
-    model_cfg = build().config
+    model_cfg = build.model_config()
     if model_cfg.codebook_size != vq_model.cfg.codebook_size:
         raise MarsEvalError(f"--init has a {model_cfg.codebook_size}-code image vocabulary, the VQ "
                             f"{vq_model.cfg.codebook_size} codes")

@@ -116,6 +116,10 @@ class FromQwen2:
     def __call__(self) -> nn.Module:
         return MarsModel.from_qwen2(self.llm_dir, self.codebook_size, visual_expert=self.visual_expert)
 
+    def model_config(self) -> MarsConfig:
+        """The built model's config, without building it."""
+        return MarsConfig.from_hf_qwen2(self.llm_dir, self.codebook_size, self.visual_expert)
+
 
 @dataclass(frozen=True)
 class FromMars:
@@ -130,6 +134,13 @@ class FromMars:
             m.config = m.config.replace(stage3_positions=self.stage3_positions)
         m.set_trainable()
         return m
+
+    def model_config(self) -> MarsConfig:
+        """The built model's config, without building it."""
+        from mars_ref.checkpoint import load_config
+
+        cfg = load_config(self.mars_dir)
+        return cfg if self.stage3_positions is None else cfg.replace(stage3_positions=self.stage3_positions)
 
 
 def trained_model(build, run_dir: Path) -> nn.Module:
@@ -170,11 +181,12 @@ def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokeniz
         build = FromQwen2(str(init_dir), model_cfg.codebook_size, visual_expert)
     else:
         build = FromMars(str(init_dir), STAGE3_POSITIONS if stage == "III" else None)
-    cfg = build().config
+    cfg = build.model_config()
     if stage == "I" and data.images == "fresh":
         examples = objectives.FreshImageTextData(
             str(world), str(vq_dir), str(tokenizer_dir), cfg, tokenizer.eos_token_id, p_caption=data.p_caption,
-            p_uncond=data.p_uncond, p_dense=data.dense_share, object_weight=float(data.object_weight), contrast=data.contrast > 0)
+            p_uncond=data.p_uncond, p_dense=data.dense_share, object_weight=float(data.object_weight),
+            contrast=data.contrast > 0)
         return build, objectives.NTPLoss(cfg, contrast=float(data.contrast)), examples
     corpus = load_corpus(world, CORPUS[stage], vq, vq_dir, tokenizer, tokenizer_dir, cache_dir)
     if stage == "III":

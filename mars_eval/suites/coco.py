@@ -140,7 +140,8 @@ def run_coco(ckpt: Path | None, out: Path, *, images: Path | None = None, n: int
 
         if clip is None and best_of > 1:
             raise MarsEvalError("--best-of picks by CLIP score: give CLIP weights (--clip)")
-        selection = None
+        device = run.device if run.device != "cuda" else "cuda:0"
+        loaded = selection = None  # the CLIP is loaded once, after generation (best-of: before it selects)
         if images is not None:
             folder, summary = Path(images), {"computed": 0}
             manifest = coco_folder_manifest(folder, prompts)
@@ -149,8 +150,9 @@ def run_coco(ckpt: Path | None, out: Path, *, images: Path | None = None, n: int
                                       base_seed=base_seed, use_prompt_seeds=use_prompt_seeds, sampler=sampler,
                                       run=run, on_progress=bars.generation("generate", on_generate))
             folder = out / "images"
+            loaded = _load_clip(clip, clip_model, variant, device)
             selection = select_best(out / "candidates", read_manifest(out / "candidates"), folder,
-                                    _clip_scorer(clip, clip_model, variant, run))
+                                    _clip_scorer(loaded, variant, run))
             manifest = coco_folder_manifest(folder, prompts)
         else:
             folder = out / "images"
@@ -159,7 +161,6 @@ def run_coco(ckpt: Path | None, out: Path, *, images: Path | None = None, n: int
                                       on_progress=bars.generation("generate", on_generate))
             manifest = read_manifest(folder)
 
-        device = run.device if run.device != "cuda" else "cuda:0"
         config = FidRunConfig(preprocess=spec, bootstrap=BootstrapConfig(seed=seed), fid_inf=FidInfConfig(seed=seed),
                               cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir())
         if extractor is None:
@@ -174,8 +175,9 @@ def run_coco(ckpt: Path | None, out: Path, *, images: Path | None = None, n: int
                                 on_folders=on_folders)
         clip_res = None
         if clip is not None:
-            clip_res = _clip_scores(out, folder, manifest, prompts, clip, clip_model, variant, scale, device, run,
-                                    bars, control, own)
+            if loaded is None:
+                loaded = _load_clip(clip, clip_model, variant, device)
+            clip_res = _clip_scores(out, folder, manifest, prompts, loaded, variant, scale, run, bars, control, own)
     finally:
         bars.close()
 
@@ -204,12 +206,16 @@ def run_coco(ckpt: Path | None, out: Path, *, images: Path | None = None, n: int
             "scores_file": str(out / SCORES)}
 
 
-def _clip_scorer(clip: Path, clip_model: str | None, variant, run: RunOptions):
-    """score(files, texts) -> (N,) cosines with the run's CLIP (best-of-N selection)."""
-    from mars_eval.metrics.clip_score import cosines, load_clip
+def _load_clip(clip: Path, clip_model: str | None, variant, device: str):
+    """The run's CLIP: an open_clip directory, or a weights file with clip_model (default: the variant's model)."""
+    from mars_eval.metrics.clip_score import load_clip
 
-    device = run.device if run.device != "cuda" else "cuda:0"
-    loaded = load_clip(clip, clip_model or (None if Path(clip).is_dir() else variant.model), device=device)
+    return load_clip(clip, clip_model or (None if Path(clip).is_dir() else variant.model), device=device)
+
+
+def _clip_scorer(loaded, variant, run: RunOptions):
+    """score(files, texts) -> (N,) cosines with the run's CLIP (best-of-N selection)."""
+    from mars_eval.metrics.clip_score import cosines
 
     def score(files: list[Path], texts: list[str]):
         with torch_threads(run.threads):
@@ -218,16 +224,14 @@ def _clip_scorer(clip: Path, clip_model: str | None, variant, run: RunOptions):
     return score
 
 
-def _clip_scores(out: Path, folder: Path, manifest: list[dict], prompts: PromptSet, clip: Path,
-                 clip_model: str | None, variant, scale: str, device: str, run: RunOptions, bars: Bars,
-                 control: bool = True, own: bool = True) -> dict:
+def _clip_scores(out: Path, folder: Path, manifest: list[dict], prompts: PromptSet, loaded, variant, scale: str,
+                 run: RunOptions, bars: Bars, control: bool = True, own: bool = True) -> dict:
     """Per-image cosines (resumable, in OUT/scores.jsonl) aggregated with the variant's definition; with
     `control`, also against the deranged captions (the shuffled-prompt control)."""
     import numpy as np
 
-    from mars_eval.metrics.clip_score import cosines, load_clip
+    from mars_eval.metrics.clip_score import cosines
 
-    loaded = load_clip(clip, clip_model or (None if Path(clip).is_dir() else variant.model), device=device)
     prefix = variant.text_prefix
     files = [relative_to(folder / r["file"], out) for r in manifest]
     parts = [dict(clip=loaded.checkpoint_sha256, model=loaded.model_name, prefix=prefix, prompt=r["prompt"],
