@@ -211,19 +211,16 @@ def run_geneval(ckpt: Path | None, out: Path, *, images: Path | None = None, off
             else world_scorer(world_judges, rules)
         if images is not None:
             got = read_folder(Path(images), images_per_prompt, limit)
+            _check_classes(scorer, [g.spec for g in got], official is not None)
             items = [Item(g.prompt_index, g.image_index, g.path, g.spec, sha256_file(g.path)) for g in got]
             folder = out / "samples" / "geneval"
         else:
             specs = builtin_metadata() if official is not None else _world_specs(Path(ckpt), world, lang, out)
             specs = specs[:limit] if limit else specs
+            _check_classes(scorer, specs, official is not None)
             folder = out / "images" / ("geneval_zh" if lang == "zh" else "geneval")
             items = _generated(Path(ckpt), specs, folder, images_per_prompt, sampler, run,
                                bars.generation("generate GenEval", on_generate))
-        unknown = scorer.unknown([it.spec for it in items])
-        if unknown:
-            what = "the detector cannot name" if official is not None else "the world cannot draw"
-            hint = " (score real-world folders with --detector and --clip)" if official is None else ""
-            raise MarsEvalError(f"the prompts ask for classes {what}: {', '.join(map(repr, unknown[:5]))}{hint}")
         store = ScoreStore(out / SCORES)
         results, ctrl = _score(store, scorer, items, out, lang, run, control, bars)
         store.compact()
@@ -231,6 +228,15 @@ def run_geneval(ckpt: Path | None, out: Path, *, images: Path | None = None, off
         bars.close()
     return _finish(out, items, results, ctrl, scorer, label=label, lang=lang, seed=seed, ipp=images_per_prompt,
                    official=official is not None, foreign=images is not None, folder=folder)
+
+
+def _check_classes(scorer: Scorer, specs: Sequence[PromptSpec], official: bool) -> None:
+    """A prompt class the scorer cannot detect would fail every image silently: refuse it up front."""
+    unknown = scorer.unknown(specs)
+    if unknown:
+        what = "the detector cannot name" if official else "the world cannot draw"
+        hint = "" if official else " (score real-world folders with --detector and --clip)"
+        raise MarsEvalError(f"the prompts ask for classes {what}: {', '.join(map(repr, unknown[:5]))}{hint}")
 
 
 def _score(store: ScoreStore, scorer: Scorer, items: list[Item], out: Path, lang: str, run: RunOptions,
