@@ -8,6 +8,7 @@ same category (a model that ignores its prompt). They are scored by the small wo
 """
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +132,12 @@ def test_true_renders_score_far_above_their_control(world, truth):
     assert [r["metric"] for r in control] == [r["metric"] for r in model] and len(model) == len(CATS)
     for m, c in zip(model, control, strict=True):
         assert c == {**m, "label": "true renders · shuffled-prompt control", "value": c["value"], "control": CONTROL,
-                     "time": c["time"], "commit": c["commit"]}
+                     "time": c["time"], "commit": c["commit"], "per_prompt": c["per_prompt"]}
         assert c["value"] == pytest.approx(ctrl["table_x100"][c["metric"]])
+        # the per-prompt means the report's clustered interval uses: one per prompt (16 prompts x 1 image here)
+        for r in (m, c):
+            assert sorted(r["per_prompt"], key=int) == [str(i) for i in range(16)]
+            assert np.mean(list(r["per_prompt"].values())) == pytest.approx(r["value"])
 
 
 def test_a_prompt_blind_model_scores_within_noise_of_its_control(world, tmp_path):
@@ -216,7 +221,9 @@ def test_report_shows_each_control_as_its_own_row_with_a_ci(world, tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     lines = [x for x in md.splitlines() if x.startswith("| blind")]
     assert [x.split(" |")[0] for x in lines] == ["| blind", "| blind · shuffled-prompt control"]
-    assert all("±" in x for x in lines) and "shuffled-prompt control rows: the same images" in md
+    # each row has its interval: the bootstrap over prompts, both seeds' images of a prompt pooled
+    assert all(re.search(r"\d \[-?\d+\.\d\d, -?\d+\.\d\d\]", x) for x in lines), lines
+    assert "bootstrap over prompts" in md and "shuffled-prompt control rows: the same images" in md
     assert "blind · shuffled-prompt control" in (tmp_path / "report" / "report.html").read_text()
 
 

@@ -3,11 +3,14 @@
 import json
 import math
 
+import numpy as np
+import pytest
 from PIL import Image
+from scipy import stats
 
 from mars_eval.io import atomic_write_jsonl
 from mars_eval.report.build import build_report, load_rows, tables
-from mars_eval.report.stats import mean_ci
+from mars_eval.report.stats import cluster_bootstrap, mean_ci
 
 
 def test_mean_ci_pinned():
@@ -18,6 +21,55 @@ def test_mean_ci_pinned():
     one = mean_ci([5.0])
     assert one.mean == 5.0 and math.isnan(one.half_width) and one.fmt() == "5.00"
     assert mean_ci([]).fmt() == "-"
+
+
+def test_cluster_bootstrap_matches_scipy_on_the_cluster_means():
+    rng = np.random.default_rng(3)
+    clusters = [list(rng.normal(mu, 1.0, size=4)) for mu in rng.normal(0.0, 2.0, size=60)]  # 60 prompts x 4 images
+    est = cluster_bootstrap(clusters, resamples=20000)
+    means = np.array([np.mean(c) for c in clusters])
+    ref = stats.bootstrap((means,), np.mean, confidence_level=0.95, n_resamples=20000, method="percentile",
+                          random_state=np.random.default_rng(7)).confidence_interval
+    assert est.mean == pytest.approx(means.mean(), abs=1e-12) and est.n == 60
+    assert est.low == pytest.approx(ref.low, abs=0.03) and est.high == pytest.approx(ref.high, abs=0.03)
+    # the normal approximation of the same interval: mean ± 1.96 standard errors of the cluster means
+    se = means.std(ddof=1) / np.sqrt(60)
+    assert (est.high - est.low) / 2 == pytest.approx(1.96 * se, rel=0.06)
+
+
+def test_cluster_bootstrap_degenerate_cases():
+    same = cluster_bootstrap([[0.5, 0.5], [0.25, 0.75], [1.0, 0.0]])  # every prompt mean is 0.5
+    assert (same.mean, same.low, same.high) == (0.5, 0.5, 0.5) and same.fmt() == "0.50 [0.50, 0.50]"
+    assert math.isnan(cluster_bootstrap([[1.0, 2.0]]).half_width) and cluster_bootstrap([]).fmt() == "-"
+
+
+def test_cells_with_per_prompt_means_pool_seeds_into_prompt_clusters(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    pp = {0: {"0": 100.0, "1": 0.0, "2": 50.0}, 1: {"0": 50.0, "1": 0.0, "2": 100.0}}  # seed -> prompt -> mean
+    rows = [{"kind": "metric", "table": "T", "label": "m", "metric": "Color", "value": sum(p.values()) / 3, "seed": s,
+             "per_prompt": p} for s, p in pp.items()]
+    rows += [{"kind": "metric", "table": "T", "label": "m", "metric": "Shape", "value": v, "seed": s}
+             for s, v in enumerate([1.0, 3.0])]
+    atomic_write_jsonl(run / "results.jsonl", rows)
+    (t,) = tables(load_rows([run]))
+    color, shape = t.cells[("m", "Color")], t.cells[("m", "Shape")]
+    assert color.n == 3 and color.mean == pytest.approx(50.0)  # prompt means over seeds: 75, 0, 75
+    assert 0.0 <= color.low < 50.0 < color.high <= 75.0
+    assert shape.n == 2 and shape.low is None  # no per-prompt means: Student t over seeds
+    md = t.markdown()
+    assert "50.00 [" in md and "2.00 ± " in md and "bootstrap over prompts" in md and "Student t" in md
+
+
+def test_a_bad_per_prompt_field_is_a_one_line_error(tmp_path):
+    from mars_eval.errors import MarsEvalError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    atomic_write_jsonl(run / "results.jsonl", [{"kind": "metric", "metric": "m", "value": 1.0,
+                                               "per_prompt": {"0": "high"}}])
+    with pytest.raises(MarsEvalError, match="per_prompt"):
+        load_rows([run])
 
 
 def _run(tmp_path):

@@ -130,6 +130,7 @@ def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int
             "t2i_nll_other_caption": float(per_image["other"].mean()) / tokens,
             "t2i_nll_empty_caption": float(per_image["empty"].mean()) / tokens,
             "prompt_gain": float(gain.mean()), "prompt_gain_se": float(gain.std() / n**0.5) if n > 1 else 0.0,
+            "prompt_gain_per_image": [float(g) for g in gain],
             "prompt_gain_objects": float((token_gain * on_object).sum(1).mean()),
             "prompt_gain_background": float((token_gain * ~on_object).sum(1).mean()),
             "n": n, "lang": lang}

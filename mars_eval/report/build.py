@@ -1,8 +1,9 @@
 """Build a report (Markdown + self-contained HTML) from run folders' results files.
 
 A run folder holds `results.jsonl`. Rows have `kind`:
-- "metric": {table, label, metric, value, seed?, scale?, protocol?, control?} -> tables (mean ± 95 % CI across seeds)
-  + bar charts; `control` names a control row (e.g. "shuffled_prompts"), a row of its own label with a table note;
+- "metric": {table, label, metric, value, seed?, scale?, protocol?, control?, per_prompt?} -> tables + bar charts:
+  mean ± 95 % CI across seeds, or, where every row of a cell carries `per_prompt` ({prompt index: the prompt's mean
+  score, in `value`'s units}), the cluster bootstrap over prompts (report/stats.py); `control` names a control row (e.g. "shuffled_prompts"), a row of its own label with a table note;
 - "diagnostics": {label, path} -> a per-step JSONL training log (the paper's Fig. 5: gradient norms and loss);
 - "samples": {label, images_dir, limit?} -> an image grid from a generated folder's manifest (+ per-image scores).
 Paths in rows are relative to the run folder. All user text (prompts, labels) is HTML-escaped.
@@ -19,13 +20,15 @@ from pathlib import Path
 from mars_eval.errors import MarsEvalError
 from mars_eval.io import atomic_write_bytes, atomic_write_text, read_jsonl
 from mars_eval.report import charts
-from mars_eval.report.stats import Estimate, mean_ci
+from mars_eval.report.stats import BOOTSTRAP_RESAMPLES, Estimate, cluster_bootstrap, mean_ci
 
 RESULTS = "results.jsonl"
 CONTROL_NOTES = {"shuffled_prompts": "shuffled-prompt control rows: the same images, each scored against another "
                                      "prompt of its category (a fixed derangement: never its own prompt or an "
                                      "identical one), i.e. what a model that ignores its prompt scores; a model is "
                                      "above chance where its row clears its control row"}
+PROMPT_CI_NOTE = (f"[low, high]: 95 % CI, percentile bootstrap over prompts ({BOOTSTRAP_RESAMPLES:,} resamples; a "
+                  "prompt's images of every seed pooled): prompt-sampling uncertainty, not seed-to-seed variance")
 
 
 @dataclass
@@ -86,6 +89,21 @@ def check_row(row, path: Path, i: int, kind: str | None = None) -> None:
     for key in ("label", "table", "control"):  # optional, but text when present
         if key in row and not isinstance(row[key], str):
             raise MarsEvalError(f"{path}: row {i}: {key!r} must be a string, got {row[key]!r}")
+    pp = row.get("per_prompt")
+    if pp is not None and not (isinstance(pp, dict) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in pp.values())):
+        raise MarsEvalError(f"{path}: row {i}: 'per_prompt' must map prompt indices to numbers")
+
+
+def cell_estimate(rows: list[dict]) -> Estimate:
+    """One table cell from its rows (one per seed): pooled over prompts where every row has per-prompt means."""
+    if rows and all(r.get("per_prompt") for r in rows):
+        clusters: dict[str, list[float]] = defaultdict(list)
+        for r in rows:
+            for k, v in r["per_prompt"].items():
+                clusters[k].append(float(v))
+        return cluster_bootstrap(list(clusters.values()))
+    return mean_ci([r["value"] for r in rows])
 
 
 def tables(rows: list[dict]) -> list[Table]:
@@ -97,10 +115,11 @@ def tables(rows: list[dict]) -> list[Table]:
     for title, rs in by_table.items():
         labels = list(dict.fromkeys(r.get("label", r["_run"]) for r in rs))
         metrics = list(dict.fromkeys(r["metric"] for r in rs))
-        vals: dict[tuple[str, str], list[float]] = defaultdict(list)
+        by_cell: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for r in rs:
-            vals[(r.get("label", r["_run"]), r["metric"])].append(r["value"])
-        cells = {k: mean_ci(v) for k, v in vals.items()}
+            by_cell[(r.get("label", r["_run"]), r["metric"])].append(r)
+        cells = {k: cell_estimate(v) for k, v in by_cell.items()}
+        pooled = {k for k in cells if cells[k].low is not None}
         seeds = sorted({r.get("seed") for r in rs if r.get("seed") is not None})
         by_protocol: dict[str, list[str]] = defaultdict(list)  # each protocol once, with the metrics it covers
         for r in rs:
@@ -110,8 +129,10 @@ def tables(rows: list[dict]) -> list[Table]:
             notes = [f"protocol: {next(iter(by_protocol))}"]
         else:
             notes = sorted(f"{', '.join(ms)}: {p}" for p, ms in by_protocol.items())
-        if len(seeds) > 1:
+        if len(seeds) > 1 and len(pooled) < len(cells):
             notes.insert(0, f"mean ± 95 % CI (Student t) over {len(seeds)} seeds")
+        if pooled:
+            notes.insert(0, PROMPT_CI_NOTE)
         for c in dict.fromkeys(r["control"] for r in rs if r.get("control")):
             notes.append(CONTROL_NOTES.get(c, f"rows with control {c!r}: control rows, not a model"))
         mult = rs[0].get("scale", 1.0)  # a number multiplies; a string ("world" / "real") only names the scale
@@ -169,10 +190,9 @@ def build_report(runs: list[Path], out: Path, title: str = "mars-eval report") -
     figs = []
     for t in tabs:  # the first metric's bars, for the rows that have it (a CLIP-score control row has no FID)
         labels = [lab for lab in t.labels if (lab, t.metrics[0]) in t.cells]
-        figs.append((t.title, charts.bar_with_ci(t.title, labels, [t.cells[(lab, t.metrics[0])].mean * t.scale
-                                                                   for lab in labels],
-                                                 [t.cells[(lab, t.metrics[0])].half_width * t.scale
-                                                  for lab in labels], t.metrics[0])))
+        ests = [t.cells[(lab, t.metrics[0])] for lab in labels]
+        figs.append((t.title, charts.bar_with_ci(t.title, labels, [e.mean * t.scale for e in ests],
+                                                 [e.distances(t.scale) for e in ests], t.metrics[0])))
     figs += _diagnostic_charts(rows)
     grids = _grids(rows)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,12 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def bar_with_ci(title: str, labels: list[str], means: list[float], half_widths: list[float], ylabel: str) -> bytes:
+def bar_with_ci(title: str, labels: list[str], means: list[float], errors: list[tuple[float, float]],
+                ylabel: str) -> bytes:
+    """Bars with error bars; `errors` are each bar's (below, above) distances to its CI ends (nan: no bar)."""
     fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(labels) + 2), 3.2))
-    errs = [0 if h != h else h for h in half_widths]  # nan -> no bar
-    ax.bar(range(len(labels)), means, yerr=errs, capsize=4, color="#4c72b0")
+    yerr = [[0 if lo != lo else lo for lo, _ in errors], [0 if hi != hi else hi for _, hi in errors]]  # (2, N)
+    ax.bar(range(len(labels)), means, yerr=yerr, capsize=4, color="#4c72b0")
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
     ax.set_title(title)
     ax.set_ylabel(ylabel)

@@ -224,6 +224,8 @@ class Ablation:
                                  lang=lang, style=style)
                 rows += [{**row, "metric": k + suffix, "value": float(use[k])} for k in
                          ("prompt_gain", "t2i_nll", "t2i_nll_other_caption", "t2i_nll_empty_caption")]
+                # each image its own cluster (keyed by seed too): the report's interval over fresh images
+                rows[-4]["per_prompt"] = {f"{seed}:{i}": g for i, g in enumerate(use["prompt_gain_per_image"])}
         return rows
 
     def nktp(self, m: Model) -> list[dict]:

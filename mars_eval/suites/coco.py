@@ -40,7 +40,7 @@ from mars_eval.suites.common import (
     torch_threads,
     write_grid_view,
 )
-from mars_eval.suites.control import control_row, control_scores, prompt_ci
+from mars_eval.suites.control import control_row, control_scores, per_prompt_means, prompt_ci
 from mars_eval.suites.image_folder import coco_folder_manifest, image_size
 
 TABLE = "COCO-style FID"
@@ -275,6 +275,10 @@ def _clip_scores(out: Path, folder: Path, manifest: list[dict], prompts: PromptS
             "clip_control_std": float(variant.per_image(ctrl).std()) if ctrl is not None else None,
             "clip_control_ci": prompt_ci(got[0], variant.per_image(ctrl)) if ctrl is not None else None,
             "clip_control_skipped": got if isinstance(got, str) else None,
+            # per-prompt means for the report's clustered interval; a clamped mean is not a mean of prompt means
+            "clip_per_prompt": per_prompt_means(rows, per_image) if variant.clamp != "mean" else None,
+            "clip_control_per_prompt": (per_prompt_means(got[0], variant.per_image(ctrl))
+                                        if ctrl is not None and variant.clamp != "mean" else None),
             "control_computed": got[1] if ctrl is not None else 0,
             "variant": name, "definition": definition, "model": loaded.model_name,
             "checkpoint_sha256": loaded.checkpoint_sha256, "computed": computed}
@@ -296,7 +300,8 @@ def _rows(fid: dict, clip: dict | None, label: str, seed: int, scale: str, table
     if clip is not None:
         rows.append({**base, "metric": f"CLIP score ({clip['variant']})", "value": clip["clip_score"],
                      "protocol": f"{picked}{clip['definition']}; CLIP {clip['checkpoint_sha256'][:12]}",
-                     "std": clip["clip_score_std"]})
+                     "std": clip["clip_score_std"], "per_prompt": clip.get("clip_per_prompt")})
         if clip["clip_control"] is not None:
-            rows.append({**control_row(rows[-1], clip["clip_control"]), "std": clip["clip_control_std"]})
+            rows.append({**control_row(rows[-1], clip["clip_control"]), "std": clip["clip_control_std"],
+                         "per_prompt": clip.get("clip_control_per_prompt")})
     return rows

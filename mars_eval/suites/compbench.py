@@ -47,7 +47,7 @@ from mars_eval.suites.common import (
     torch_threads,
     write_grid_view,
 )
-from mars_eval.suites.control import control_row, control_scores, prompt_ci
+from mars_eval.suites.control import control_row, control_scores, per_prompt_means, prompt_ci
 
 TABLE = "T2I-CompBench (x100)"
 TABLE_ZH = "T2I-CompBench, Chinese prompts (x100)"
@@ -304,9 +304,12 @@ def run_compbench(ckpt: Path | None, out: Path, *, categories: Sequence[str] | N
     result_rows = [{"kind": "metric", "table": table, "label": label, "metric": COLUMNS[c], "value": 100 * s,
                     "seed": seed, "scale": suite.scale, "protocol": protocol, "category": c, "lang": lang,
                     "n_images": len(per_cat[c]), "n_prompts": n_prompts[c], "images_per_prompt": images_per_prompt,
-                    "judges": suite.judge_id, "ckpt": ckpt_digest} for c, s in scores.items()]
+                    "judges": suite.judge_id, "ckpt": ckpt_digest, "per_prompt": per_prompt_means(per_cat[c], scale=100)}
+                   for c, s in scores.items()]
     ctrl = {c: sum(r["score"] for r in rows) / len(rows) for c, rows in ctrl_cat.items()}
-    result_rows += [control_row(r, 100 * ctrl[r["category"]]) for r in result_rows if r["category"] in ctrl]
+    result_rows += [{**control_row(r, 100 * ctrl[r["category"]]),
+                     "per_prompt": per_prompt_means(ctrl_cat[r["category"]], scale=100)}
+                    for r in result_rows if r["category"] in ctrl]
     result_rows += [{"kind": "samples", "label": f"{label}: {COLUMNS[c]}" + (" (ZH)" if lang == "zh" else ""),
                      "images_dir": relative_to(folders[c], out), "limit": GRID_LIMIT} for c in scores]
     if calibration:

@@ -90,6 +90,16 @@ def control_scores(store: ScoreStore, images: Sequence[tuple[int, str]], key_par
     return score_resumable(store, keys, chunk, scored, on_chunk)
 
 
+def per_prompt_means(rows: Sequence[dict], values: Sequence[float] | None = None,
+                     scale: float = 1.0) -> dict[str, float]:
+    """{prompt index: scale x the mean of its images' values} (`values`, default each row's "score"): what a
+    metric row carries as `per_prompt`, for the report's prompt-clustered interval."""
+    by: dict[int, list[float]] = defaultdict(list)
+    for r, v in zip(rows, values if values is not None else [r["score"] for r in rows], strict=True):
+        by[r["prompt_index"]].append(float(v))
+    return {str(k): scale * sum(v) / len(v) for k, v in sorted(by.items())}
+
+
 def prompt_ci(rows: Sequence[dict], values: Sequence[float] | None = None, scale: float = 1.0) -> list[float] | None:
     """[low, high] of the 95 % CI (Student t, mars_eval.report.stats) over the per-prompt mean scores (`values`,
     default each row's "score"): the same interval for a model's rows and its control's, so a reader can see
@@ -98,10 +108,7 @@ def prompt_ci(rows: Sequence[dict], values: Sequence[float] | None = None, scale
 
     from mars_eval.report.stats import mean_ci
 
-    by: dict[int, list[float]] = defaultdict(list)
-    for r, v in zip(rows, values if values is not None else [r["score"] for r in rows], strict=True):
-        by[r["prompt_index"]].append(float(v))
-    est = mean_ci([sum(v) / len(v) for v in by.values()])
+    est = mean_ci(list(per_prompt_means(rows, values).values()))
     if math.isnan(est.half_width):
         return None
     return [scale * (est.mean - est.half_width), scale * (est.mean + est.half_width)]

@@ -49,7 +49,7 @@ from mars_eval.suites.common import (
     torch_threads,
     write_grid_view,
 )
-from mars_eval.suites.control import control_row, control_scores, prompt_ci
+from mars_eval.suites.control import control_row, control_scores, per_prompt_means, prompt_ci
 
 TABLE = "GenEval"
 TABLE_WORLD = "GenEval (world)"
@@ -308,13 +308,15 @@ def _finish(out: Path, items: list[Item], results, ctrl, scorer: Scorer, *, labe
             "protocol": protocol, "lang": lang, "images_per_prompt": ipp, "judges": scorer.judge_id,
             "ckpt": ckpt_digest}
     task_rows = [{**base, "metric": TASK_LABELS[t.tag], "value": t.accuracy, "task": t.tag, "n_images": t.n,
-                  "n_prompts": len({r["prompt_index"] for r in results[t.tag]})} for t in summary.tasks]
+                  "n_prompts": len({r["prompt_index"] for r in results[t.tag]}),
+                  "per_prompt": per_prompt_means(results[t.tag])} for t in summary.tasks]
     overall = {**base, "metric": OVERALL, "value": summary.overall, "task": "overall",
                "n_images": summary.n_images, "n_prompts": summary.n_prompts}
     metric_rows = [overall, *task_rows]
     ctrl_acc = ctrl_summary.accuracy() if ctrl_summary else {}
     out_rows = list(metric_rows)
-    out_rows += [control_row(r, ctrl_acc[r["task"]]) for r in task_rows if r["task"] in ctrl_acc]
+    out_rows += [{**control_row(r, ctrl_acc[r["task"]]), "per_prompt": per_prompt_means(ctrl_rows[r["task"]])}
+                 for r in task_rows if r["task"] in ctrl_acc]
     if ctrl_summary is not None and not skipped:
         out_rows.append(control_row(overall, ctrl_summary.overall))
     out_rows.append({"kind": "samples", "label": f"{label}: GenEval" + (" (ZH)" if lang == "zh" else ""),
