@@ -1,5 +1,7 @@
 """Stage objectives: batches do not depend on how they are split, and losses match a direct cross-entropy."""
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -99,6 +101,19 @@ def test_fresh_scenes_are_new_per_seed_and_independent_of_the_split(tmp_path):
     assert len(held) == 6 * 7  # the tiny world's val prompts, which training_scene must avoid
     rng = np.random.default_rng(0)
     assert all(caption(training_scene(rng, held), "en") not in held for _ in range(200))
+
+    # one-word negatives: each negative row is its positive row with the caption changed in one word, same grid
+    tok = load_text_tokenizer(tmp_path / "tok")
+    one = replace(data, negatives="one-word").collate(np.zeros(16, dtype=np.int64), np.arange(16) + 40)
+    pos, neg = _unpad(one["ids"], cfg.pad_id), _unpad(one["neg_ids"], cfg.pad_id)
+    assert len(neg) > 0
+    for n, r in zip(neg, one["neg_of"].tolist(), strict=True):
+        bo = pos[r].index(cfg.boi_id)
+        assert n[n.index(cfg.boi_id):] == pos[r][bo:]  # the same image tokens
+        a, b = tok.decode(pos[r][:bo]).split(), tok.decode(n[:n.index(cfg.boi_id)]).split()
+        if len(a) == len(b):  # English: one word differs, besides a/an; Chinese captions have no spaces
+            assert sum(x != y and {x, y} != {"a", "an"} for x, y in zip(a, b, strict=True)) == 1, (a, b)
+        assert a != b
 
 
 def test_object_tokens_are_the_cells_that_meet_an_object_box():

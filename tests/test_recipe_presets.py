@@ -95,3 +95,14 @@ def test_the_caption_dropout_is_a_data_field_that_sets_the_share_of_empty_captio
         caption_tokens = [int((row[: row.tolist().index(cfg.boi_id)] < cfg.text_vocab_size).sum())
                           for row in batch["ids"]]
         assert sum(c == 0 for c in caption_tokens) == want_empty
+
+
+def test_the_contrastive_negatives_are_a_checked_data_field():
+    from mars_eval.recipe.stages import StageIData
+
+    assert StageIData().negatives == "other-scene"
+    assert StageIData.from_table({"images": "fresh", "negatives": "one-word"}).negatives == "one-word"
+    with pytest.raises(MarsEvalError, match="negatives must be one of other-scene, one-word"):
+        StageIData.from_table({"images": "fresh", "negatives": "swap"})
+    with pytest.raises(MarsEvalError, match='needs images = "fresh"'):
+        StageIData.from_table({"negatives": "one-word"})

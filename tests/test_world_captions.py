@@ -1,5 +1,7 @@
 """World captions: each caption parses back to its scene's ground truth, in English and in Chinese."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,31 @@ def test_qa_answers_follow_the_caption():
     assert qs["are the stars below the car?"]["zh"][1] == "不是"
     assert qs["what pattern does the car have?"]["en"][1] == "dotted"
     assert L.NUM_ZH[2] == "两"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_one_word_counterfactual_changes_one_stated_word(lang):
+    """The hard negative of the contrastive term: the caption parses back to the original truth but for exactly
+    one attribute of one group (or that group's kind when nothing else is stated)."""
+    from mars_ref.world.sampling import SWAPPABLE, one_word_counterfactual
+
+    rng = np.random.default_rng(5)
+    kinds_swapped = attrs_swapped = 0
+    for i in range(300):
+        scene = sample_scene(CATEGORIES[i % len(CATEGORIES)], rng)
+        groups = one_word_counterfactual(scene.groups, rng)
+        text = caption_parts(groups, scene.relations, lang, numeral_one=scene.category == "numeracy")
+        assert text != caption(scene, lang)
+        assert parse_caption(text, lang) == replace(scene, groups=groups).truth(), text
+        diff = [(a, b) for a, b in zip(scene.groups, groups, strict=True) if a != b]
+        assert len(diff) == 1
+        old, new = diff[0]
+        changed = [f for f in ("kind", *SWAPPABLE) if getattr(old, f) != getattr(new, f)]
+        assert len(changed) == 1 and getattr(new, changed[0]) is not None and new.count == old.count
+        if changed[0] == "kind":
+            kinds_swapped += 1
+            assert all(getattr(g, a) is None for g in scene.groups for a in SWAPPABLE)
+            assert new.kind not in {g.kind for g in scene.groups}
+        else:
+            attrs_swapped += 1
+    assert kinds_swapped > 20 and attrs_swapped > 100  # both branches are exercised

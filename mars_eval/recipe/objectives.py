@@ -27,7 +27,9 @@ from mars_ref.config import MarsConfig
 from mars_ref.losses import LossStats, ntp_loss, ntp_targets
 from mars_ref.model import is_visual_param
 from mars_ref.nktp import nktp_loss, random_mask
-from mars_ref.world import caption, training_scene, world_style
+from mars_ref.world import training_scene, world_style
+from mars_ref.world.captions import caption_parts
+from mars_ref.world.sampling import one_word_counterfactual
 
 LANGS = ("en", "zh")
 
@@ -159,6 +161,7 @@ class FreshImageTextData:
     p_dense: float = 0.0
     object_weight: float = 1.0
     contrast: bool = False
+    negatives: str = "other-scene"  # or "one-word": the scene's caption with one word changed (StageIData)
     px: int = 32  # render size: the grid is px / f codes a side for an f-times downsampling VQ
     size: int = 1 << 20  # nominal: the sampler's indices are not used, every seed draws a new scene
 
@@ -170,11 +173,16 @@ class FreshImageTextData:
         scenes = [training_scene(np.random.default_rng([int(s), FRESH_STREAM]), held_out, style=style)
                   for s in seeds]
         negatives = None
-        if self.contrast:  # the caption of another fresh scene (not rendered)
-            others = [training_scene(np.random.default_rng([int(s), NEGATIVE_STREAM]), held_out, style=style)
-                      for s in seeds]
-            negatives = {lang: tokenizer([caption(o, lang) for o in others], add_special_tokens=False)["input_ids"]
-                         for lang in LANGS}
+        if self.contrast:  # the caption of another fresh scene, or of this one with one word changed (not rendered)
+            rngs = [np.random.default_rng([int(s), NEGATIVE_STREAM]) for s in seeds]
+            if self.negatives == "one-word":
+                specs = [(one_word_counterfactual(sc.groups, r), sc.relations, sc.category == "numeracy")
+                         for sc, r in zip(scenes, rngs, strict=True)]
+            else:
+                others = [training_scene(r, held_out, style=style) for r in rngs]
+                specs = [(o.groups, o.relations, o.category == "numeracy") for o in others]
+            negatives = {lang: tokenizer([caption_parts(g, rel, lang, numeral_one=one) for g, rel, one in specs],
+                                         add_special_tokens=False)["input_ids"] for lang in LANGS}
         batch = ImageTextData(scenes_corpus(scenes, vq, tokenizer, self.px), self.cfg, self.eos_id, self.p_caption,
                               self.p_uncond, self.p_dense, self.object_weight, self.contrast, negatives)
         return batch.collate(np.arange(len(seeds)), seeds)

@@ -34,6 +34,7 @@ CORPUS = {"I": "stage1", "II": "stage2", "III": "stage3"}
 
 CAPTION_POLICIES = ("short", "dense+short")
 IMAGE_SOURCES = ("corpus", "fresh")
+NEGATIVES = ("other-scene", "one-word")  # the contrastive term's negative captions
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,10 @@ class StageIData:
     object_weight  loss weight of the image tokens that meet an object (background tokens 1; "fresh" images only):
                short captions say nothing about the background, whose tokens are most of the loss
     contrast   weight of the contrastive conditioning term (objectives.NTPLoss): each captioned image is also
-               scored under another scene's caption, and the likelihood ratio is pushed up; 0 = off
+               scored under a negative caption, and the likelihood ratio is pushed up; 0 = off
+    negatives  the contrastive term's negative caption: "other-scene" (another fresh scene's caption, which mostly
+               differs in kinds) or "one-word" (the caption with one stated attribute, or a kind, changed:
+               mars_ref.world.sampling.one_word_counterfactual; "fresh" images only)
     """
 
     captions: str = "short"
@@ -59,6 +63,7 @@ class StageIData:
     images: str = "corpus"
     object_weight: float = 1.0
     contrast: float = 0.0
+    negatives: str = "other-scene"
 
     def __post_init__(self):
         if self.captions not in CAPTION_POLICIES:
@@ -71,6 +76,10 @@ class StageIData:
         c = self.contrast
         if isinstance(c, bool) or not isinstance(c, int | float) or c < 0:
             raise MarsEvalError(f"[data] contrast must be a number >= 0, got {c!r}")
+        if self.negatives not in NEGATIVES:
+            raise MarsEvalError(f"[data] negatives must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
+        if self.negatives != "other-scene" and self.images != "fresh":
+            raise MarsEvalError('[data] negatives = "one-word" needs images = "fresh" (the scenes say what to change)')
         if w != 1 and self.images != "fresh":
             raise MarsEvalError('[data] object_weight needs images = "fresh" (the scenes say where the objects are)')
         for name in ("p_dense", "p_caption", "p_uncond"):
@@ -186,7 +195,7 @@ def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokeniz
         examples = objectives.FreshImageTextData(
             str(world), str(vq_dir), str(tokenizer_dir), cfg, tokenizer.eos_token_id, p_caption=data.p_caption,
             p_uncond=data.p_uncond, p_dense=data.dense_share, object_weight=float(data.object_weight),
-            contrast=data.contrast > 0)
+            contrast=data.contrast > 0, negatives=data.negatives)
         return build, objectives.NTPLoss(cfg, contrast=float(data.contrast)), examples
     corpus = load_corpus(world, CORPUS[stage], vq, vq_dir, tokenizer, tokenizer_dir, cache_dir)
     if stage == "III":

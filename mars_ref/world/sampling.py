@@ -144,3 +144,24 @@ def sample_scene(category: str, rng: np.random.Generator, aspect: tuple[int, int
         except LayoutError:
             continue  # a spec that does not fit this canvas (rare): draw another one
     raise MarsRefError(f"no {category} scene fits aspect {aspect} after {MAX_SPEC_TRIES} specs")
+
+
+SWAPPABLE = {"color": L.COLORS, "shape": L.SHAPES, "texture": L.TEXTURES, "size": ("small", "big")}
+
+
+def one_word_counterfactual(groups: tuple[Group, ...], rng: np.random.Generator) -> tuple[Group, ...]:
+    """The caption's groups with one word changed: a stated attribute (colour, shape, texture or size) of one group,
+    drawn uniformly among the stated ones, set to another value - or, when none is stated, one group's kind
+    replaced by a kind the caption does not name. A hard negative: the caption it gives differs from the
+    original in that one word, which the image contradicts."""
+    stated = [(gi, a) for gi, g in enumerate(groups) for a in SWAPPABLE if getattr(g, a) is not None]
+    if stated:
+        gi, attr = stated[int(rng.integers(len(stated)))]
+        options = [v for v in SWAPPABLE[attr] if v != getattr(groups[gi], attr)]
+        new = replace(groups[gi], **{attr: _pick(rng, options)})
+    else:
+        gi = int(rng.integers(len(groups)))
+        named = {g.kind for g in groups}
+        kinds = [k for k in L.KINDS if k not in named and (groups[gi].shape is None or k in L.SHAPEABLE)]
+        new = replace(groups[gi], kind=_pick(rng, kinds))
+    return groups[:gi] + (new,) + groups[gi + 1:]
