@@ -68,9 +68,9 @@ def empty_model(cfg: MarsConfig, dtype: torch.dtype = torch.float32) -> MarsMode
 
 
 def load_qwen2(directory: str | Path, codebook_size: int, visual_expert: bool = True,
-               dtype: torch.dtype = torch.float32) -> MarsModel:
+               dtype: torch.dtype = torch.float32, caption_kv: str = "text") -> MarsModel:
     """MarsModel whose text path is the Qwen2 checkpoint in `directory`; experts and visual rows follow the paper init."""
-    cfg = MarsConfig.from_hf_qwen2(directory, codebook_size, visual_expert)
+    cfg = MarsConfig.from_hf_qwen2(directory, codebook_size, visual_expert, caption_kv=caption_kv)
     hf = read_safetensors_dir(directory)
     if cfg.tie_word_embeddings and "lm_head.weight" in hf:  # some exports store the tied head; it must be the embedding
         head = hf.pop("lm_head.weight")

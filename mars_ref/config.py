@@ -27,6 +27,7 @@ from mars_ref.errors import MarsRefError
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<boi>", "<eoi>", "<boh>", "<res>", "<mask>", "<pad>")
 PRESETS_DIR = Path(__file__).parent / "presets"
+CAPTION_KV: tuple[str, ...] = ("text", "expert")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class MarsConfig:
     # the high-res grid; "aligned" puts each high-res slot right after ITS low-res token's position (+ a fraction
     # for its place in the 2x2 block), so "look at the token I refine" is one fixed relative offset to learn
     stage3_positions: str = "sequential"
+    # What image queries read of the caption (the visual expert only): "text" = the caption's keys/values from the
+    # frozen text projections, as text queries do (the paper); "expert" = the expert's own K/V projections of the
+    # same frozen caption states. Text queries always read "text", so text-only outputs stay the LLM's exactly.
+    caption_kv: str = "text"
 
     def __post_init__(self):
         ints = ("text_vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -79,11 +84,19 @@ class MarsConfig:
         if self.stage3_positions not in ("sequential", "aligned"):
             raise MarsRefError(f"config {self.name!r}: stage3_positions must be 'sequential' or 'aligned', got "
                                f"{self.stage3_positions!r}")
+        if self.caption_kv not in CAPTION_KV:
+            raise MarsRefError(f"config {self.name!r}: caption_kv must be one of {', '.join(CAPTION_KV)}, got "
+                               f"{self.caption_kv!r}")
         for f in ("tie_word_embeddings", "attention_bias", "visual_expert"):
             if not isinstance(getattr(self, f), bool):
                 raise MarsRefError(f"config {self.name!r}: {f} must be true or false, got {getattr(self, f)!r}")
 
     # ---- derived sizes and token ids -------------------------------------------------------------------------
+    @property
+    def image_view(self) -> bool:
+        """Whether the caption has a second set of keys/values, read by image queries (caption_kv "expert")."""
+        return self.visual_expert and self.caption_kv == "expert"
+
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
@@ -153,7 +166,7 @@ class MarsConfig:
 
     @classmethod
     def from_hf_qwen2(cls, directory: str | Path, codebook_size: int, visual_expert: bool = True,
-                      name: str | None = None) -> MarsConfig:
+                      name: str | None = None, caption_kv: str = "text") -> MarsConfig:
         """Read a local Hugging Face Qwen2 `config.json` (transformers 4.x `rope_theta` or 5.x `rope_parameters`)."""
         path = Path(directory) / "config.json"
         try:
@@ -184,7 +197,7 @@ class MarsConfig:
                        tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
                        max_position_embeddings=d.get("max_position_embeddings", 4096),
                        initializer_range=float(d.get("initializer_range", 0.02)),
-                       codebook_size=codebook_size, visual_expert=visual_expert)
+                       codebook_size=codebook_size, visual_expert=visual_expert, caption_kv=caption_kv)
         except KeyError as e:
             raise MarsRefError(f"{path}: missing field {e.args[0]!r}") from None
 

@@ -14,6 +14,11 @@ Decisions (see also mars_ref/config.py for the token-id layout):
 - Init (paper): visual embeddings = mean text embedding; experts = copies of the text weights; the vision head's
   rows = mean of the text head's rows, so image-token logits start uniform and at the scale of text logits.
 - Ablation visual_expert=False: no expert weights exist; every token uses the (now trainable) text weights.
+- caption_kv "expert" (our variant, off by default): image queries read the caption through the expert's own K/V
+  projections of the frozen caption states; text queries still read the text projections, so text-only outputs
+  are unchanged. The paper's design leaves the keys/values of every caption token frozen, and with the frozen
+  small world LLM image queries learn kinds from them but never colour words (reports/experiments). At the paper
+  init (expert = copy of the text weights) both views are equal. Caches then hold both views.
 - Caches: KVCache is immutable and grows by concatenation (training-time helpers, reuse of one prefix);
   StaticKVCache is preallocated and written in place (decoding: a step copies only its own keys, and the attended
   keys are a view of the filled part, so attention sees exactly the keys a growing cache would hold).
@@ -44,14 +49,17 @@ class KVCache(NamedTuple):
     values: tuple[Tensor, ...]  # per layer (B, Hkv, T, hd)
     valid: Tensor  # (B, T) bool, False at left padding
     next_pos: Tensor  # (B,) RoPE position of the next real token
+    image_keys: tuple[Tensor, ...] = ()  # the image queries' view (caption_kv "expert"), else empty
+    image_values: tuple[Tensor, ...] = ()
 
     @property
     def length(self) -> int:
         return self.valid.shape[1]
 
-    def extend(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def extend(self, layer: int, k: Tensor, v: Tensor, image_view: bool = False) -> tuple[Tensor, Tensor]:
         """Keys/values (B, Hkv, Tk, hd) to attend over: this layer's past followed by the new (B, Hkv, T, hd)."""
-        return torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
+        keys, values = (self.image_keys, self.image_values) if image_view else (self.keys, self.values)
+        return torch.cat([keys[layer], k], dim=2), torch.cat([values[layer], v], dim=2)
 
 
 class StaticKVCache:
@@ -67,6 +75,9 @@ class StaticKVCache:
         shape = (batch, cfg.num_key_value_heads, capacity, cfg.head_dim)
         self.keys = tuple(torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_hidden_layers))
         self.values = tuple(torch.zeros_like(k) for k in self.keys)  # per layer (B, Hkv, capacity, hd) each
+        views = range(cfg.num_hidden_layers if cfg.image_view else 0)  # the image queries' view of the caption
+        self.image_keys = tuple(torch.zeros_like(self.keys[i]) for i in views)
+        self.image_values = tuple(torch.zeros_like(self.keys[i]) for i in views)
         self.valid_all = torch.zeros(batch, capacity, dtype=torch.bool, device=device)  # (B, capacity)
         self.next_pos = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
         self.length = 0  # filled positions
@@ -81,7 +92,7 @@ class StaticKVCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in (*self.keys, *self.values, self.valid_all))
+        return sum(t.nbytes for t in (*self.keys, *self.values, *self.image_keys, *self.image_values, self.valid_all))
 
     def write_valid(self, valid: Tensor) -> Tensor:
         """Record the new positions' validity (B, T); returns the keys' validity (B, length + T)."""
@@ -91,12 +102,13 @@ class StaticKVCache:
         self.valid_all[:, self.length:end] = valid
         return self.valid_all[:, :end]
 
-    def extend(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def extend(self, layer: int, k: Tensor, v: Tensor, image_view: bool = False) -> tuple[Tensor, Tensor]:
         """Write this layer's new keys/values (B, Hkv, T, hd) in place; returns views (B, Hkv, length + T, hd)."""
+        keys, values = (self.image_keys, self.image_values) if image_view else (self.keys, self.values)
         end = self.length + k.shape[2]
-        self.keys[layer][:, :, self.length:end] = k
-        self.values[layer][:, :, self.length:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        keys[layer][:, :, self.length:end] = k
+        values[layer][:, :, self.length:end] = v
+        return keys[layer][:, :, :end], values[layer][:, :, :end]
 
     @contextmanager
     def scratch(self) -> Iterator[StaticKVCache]:
@@ -241,24 +253,58 @@ class SemVIEBlock(nn.Module):
         self.mlp_vision = SwiGLU(cfg) if cfg.visual_expert else None
 
     def forward(self, x: Tensor, r: Routing, cos: Tensor, sin: Tensor, mask: Tensor,
-                past: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """past(k, v): the cache's keys/values to attend over, the new ones included (a cache's `extend`)."""
+                past: Callable[..., tuple[Tensor, Tensor]] | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """past(k, v, image_view=False): the cache's keys/values to attend over, the new ones included (a cache's
+        `extend`). Returns the new x and the keys/values attended over: (k, v), plus the image queries' (k, v)
+        with caption_kv "expert"."""
         B, T, _ = x.shape
         H, Hkv, hd = self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim
         av, mv = self.attn_vision, self.mlp_vision
-        qkv = route(self.input_layernorm(x), r, self.attn_text.qkv, av.qkv if av else None)  # (B, T, (H+2Hkv)hd)
+        xn = self.input_layernorm(x)
+        qkv = route(xn, r, self.attn_text.qkv, av.qkv if av else None)  # (B, T, (H+2Hkv)hd)
         q, k, v = qkv.split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
         q = _rope(q.view(B, T, H, hd).transpose(1, 2), cos, sin)  # (B, H, T, hd)
         k = _rope(k.view(B, T, Hkv, hd).transpose(1, 2), cos, sin)  # (B, Hkv, T, hd)
         v = v.view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
-        if past is not None:
-            k, v = past(k, v)  # (B, Hkv, Tk, hd)
-        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask,
-                                           enable_gqa=H != Hkv)  # (B, H, T, hd)
+        if not self.cfg.image_view:
+            if past is not None:
+                k, v = past(k, v)  # (B, Hkv, Tk, hd)
+            y = _attend(q, k, v, mask)  # (B, H, T, hd)
+            kv = (k, v)
+        else:
+            ki, vi = self._image_view(xn, r, k, v, cos, sin)
+            if past is not None:
+                k, v = past(k, v)
+                ki, vi = past(ki, vi, image_view=True)
+            y = _attend(q, ki, vi, mask) if r.any_image else None
+            if not r.all_image:
+                yt = _attend(q, k, v, mask)
+                y = yt if y is None else torch.where(r.is_image[:, None, :, None], y, yt)
+            kv = (k, v, ki, vi)
         y = y.transpose(1, 2).reshape(B, T, H * hd)
         x = x + route(y, r, self.attn_text.o_proj, av.o_proj if av else None)
         x = x + route(self.post_attention_layernorm(x), r, self.mlp_text, mv)
-        return x, (k, v)
+        return x, kv
+
+    def _image_view(self, xn: Tensor, r: Routing, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+        """Keys/values (B, Hkv, T, hd) image queries read: the expert's projections at every position (at image
+        positions these are k, v themselves)."""
+        if r.all_image:
+            return k, v
+        B, T, _ = xn.shape
+        Hkv, hd = self.cfg.num_key_value_heads, self.cfg.head_dim
+        av = self.attn_vision
+        ki = _rope(av.k_proj(xn).view(B, T, Hkv, hd).transpose(1, 2), cos, sin)  # (B, Hkv, T, hd)
+        vi = av.v_proj(xn).view(B, T, Hkv, hd).transpose(1, 2)
+        img = r.is_image[:, None, :, None]  # (B, 1, T, 1)
+        return torch.where(img, k, ki.to(k.dtype)), torch.where(img, v, vi.to(v.dtype))
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """Joint attention (B, H, T, hd) of queries q over keys/values (B, Hkv, Tk, hd) (grouped-query heads)."""
+    return F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask,
+                                          enable_gqa=q.shape[1] != k.shape[1])
 
 
 def is_visual_param(name: str) -> bool:
@@ -370,28 +416,28 @@ class MarsModel(nn.Module):
         mask = attn_mask if attn_mask is not None else causal_mask(valid_k, T, suffix_start)
         cos, sin = self.rotary(positions)
         x = self.embed(ids)  # (B, T, D)
-        new_k, new_v = [], []
+        new_kv = []
         for i, block in enumerate(self.layers):
-            x, (k, v) = block(x, r, cos, sin, mask, None if cache is None else partial(cache.extend, i))
-            new_k.append(k)
-            new_v.append(v)
+            x, kv = block(x, r, cos, sin, mask, None if cache is None else partial(cache.extend, i))
+            new_kv.append(kv)
         h = self.norm(x if keep_last is None else x[:, T - keep_last:])  # (B, T or keep_last, D)
         new_cache = None
         if static:
             cache.length, cache.next_pos = cache.length + T, base + valid.sum(1)
             new_cache = cache
         elif use_cache or cache is not None:
-            new_cache = KVCache(tuple(new_k), tuple(new_v), valid_k, base + valid.sum(1))
+            keys, values, *image = zip(*new_kv, strict=True)  # per layer; image: the image queries' view, if any
+            new_cache = KVCache(keys, values, valid_k, base + valid.sum(1), *image)
         return MarsOutput(self.logits(h, vocab), new_cache)
 
     # ---- construction and checkpoints (I/O lives in mars_ref/checkpoint.py) -----------------------------------
     @classmethod
     def from_qwen2(cls, directory, codebook_size: int, visual_expert: bool = True,
-                   dtype: torch.dtype = torch.float32) -> MarsModel:
+                   dtype: torch.dtype = torch.float32, caption_kv: str = "text") -> MarsModel:
         """Build from a local Hugging Face Qwen2ForCausalLM directory (safetensors), strictly."""
         from mars_ref.checkpoint import load_qwen2
 
-        return load_qwen2(directory, codebook_size, visual_expert, dtype)
+        return load_qwen2(directory, codebook_size, visual_expert, dtype, caption_kv)
 
     def save(self, directory) -> None:
         from mars_ref.checkpoint import save_model

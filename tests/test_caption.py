@@ -155,3 +155,46 @@ def test_prompt_use_is_zero_for_a_model_blind_to_the_prompt(ckpt):
     # reads the prompt gains nats
     assert res["prompt_gain"] == pytest.approx(0.0, abs=1e-3)
     assert res["t2i_nll"] == pytest.approx(res["t2i_nll_empty_caption"], abs=1e-5)
+
+
+@pytest.mark.parametrize("word", ["color", "kind"])
+def test_word_use_swaps_one_word_and_scores_the_nll_difference(ckpt, word):
+    """word_use's gain is the unbatched image NLL under the caption with one `word` changed minus under the true
+    caption; the two captions differ in exactly that one word."""
+    import dataclasses
+
+    import torch
+
+    from mars_eval.bundle import Bundle
+    from mars_eval.recipe.sequences import t2i
+    from mars_ref.vq_train import to_model_range
+    from mars_ref.world import lexicon as L
+    from mars_ref.world import render
+    from mars_ref.world.sampling import swap_word
+
+    b = Bundle.load(ckpt)
+    n, seed = 4, 3
+    res = evaluate.word_use(b.model, b.vq, b.tokenizer, word, n=n, seed=seed, batch=3)
+    rng = np.random.default_rng(seed)
+    scenes = [sample_scene("color", rng) for _ in range(n)]
+    swapped = [dataclasses.replace(s, groups=swap_word(s.groups, int(rng.integers(len(s.groups))), word, rng))
+               for s in scenes]
+    vocab = set(L.COLORS) if word == "color" else {w for k in L.KINDS for w in (k, L.noun_en(k, 2))}
+    for s, t in zip(scenes, swapped, strict=True):
+        words = [[w.strip(",") for w in caption(x, "en").split()] for x in (s, t)]
+        diff = [(a, c) for a, c in zip(*words, strict=True) if a != c and {a, c} != {"a", "an"}]  # the article follows
+        assert len(diff) == 1 and set(diff[0]) <= vocab, diff
+    x = torch.from_numpy(np.stack([np.asarray(render(s, 32, 32)) for s in scenes])).permute(0, 3, 1, 2)
+    codes = b.vq.encode(to_model_range(x)).flatten(1)
+
+    def image_nll(scene, i):
+        ids, target = t2i(b.model.config, b.tokenizer(caption(scene, "en"), add_special_tokens=False)["input_ids"],
+                          codes[i].tolist())
+        with torch.no_grad():
+            logits = b.model(torch.tensor([ids])).logits[0, :-1].float()
+        sel = torch.tensor(target[1:])
+        return float(torch.nn.functional.cross_entropy(logits[sel], torch.tensor(ids[1:])[sel], reduction="sum"))
+
+    gains = [image_nll(t, i) - image_nll(s, i) for i, (s, t) in enumerate(zip(scenes, swapped, strict=True))]
+    assert res["gain_per_image"] == pytest.approx(gains, abs=2e-3)
+    assert res["gain"] == pytest.approx(float(np.mean(gains)), abs=2e-3)

@@ -14,12 +14,18 @@ torch.set_num_threads(1)
 
 
 def tiny(**kw) -> MarsModel:
-    """Tiny model whose visual rows are randomised, so image logits depend on the input (not the uniform init)."""
+    """Tiny model whose visual rows are randomised, so image logits depend on the input (not the uniform init).
+    With caption_kv "expert" the experts' K/V projections are perturbed too, so the image queries' view of the
+    caption differs from the text queries' (at the paper init they are equal)."""
     torch.manual_seed(kw.pop("seed", 0))
     m = MarsModel(MarsConfig.from_preset("tiny", **kw)).eval()
     with torch.no_grad():
         m.embed_visual.weight.normal_(0, 0.5)
         m.vision_head.weight.normal_(0, 0.5)
+        if m.config.image_view:
+            for b in m.layers:
+                for w in (b.attn_vision.k_proj.weight, b.attn_vision.v_proj.weight):
+                    w.add_(0.3 * torch.randn_like(w))
     return m
 
 
@@ -48,6 +54,7 @@ def test_vocab_layout_and_special_ids():
     ({"n_special": 4}, "n_special must be 6"),
     ({"codebook_size": 0}, "codebook_size must be a positive integer"),
     ({"visual_expert": "yes"}, "visual_expert must be true or false"),
+    ({"caption_kv": "both"}, "caption_kv must be one of text, expert"),
 ])
 def test_config_validation(bad, msg):
     with pytest.raises(MarsRefError, match=msg):
@@ -195,8 +202,9 @@ def test_suffix_attention_in_model():
     assert torch.equal(c[:, :11], d[:, :11])  # while causal attention does not
 
 
-def test_kv_cache_decode_equals_full_recomputation():
-    m = tiny()
+@pytest.mark.parametrize("caption_kv", ["text", "expert"])
+def test_kv_cache_decode_equals_full_recomputation(caption_kv):
+    m = tiny(caption_kv=caption_kv)
     cfg = m.config
     ids = mixed_ids(cfg, B=3)
     ids[0, :3] = cfg.pad_id  # left padding in one row
@@ -226,9 +234,10 @@ def test_prefix_cache_plus_suffix_equals_full_suffix_forward():
     assert torch.equal(part, again)
 
 
-def test_static_cache_decode_equals_growing_cache_bit_for_bit():
+@pytest.mark.parametrize("caption_kv", ["text", "expert"])
+def test_static_cache_decode_equals_growing_cache_bit_for_bit(caption_kv):
     """Prefill, one-token steps and a 2-token chunk written in place give the growing cache's logits exactly."""
-    m = tiny()
+    m = tiny(caption_kv=caption_kv)
     cfg = m.config
     ids = mixed_ids(cfg, B=3)
     ids[0, :3] = cfg.pad_id  # left padding in one row
@@ -244,10 +253,14 @@ def test_static_cache_decode_equals_growing_cache_bit_for_bit():
         assert torch.equal(fixed.logits, grow.logits)
     assert static.length == 12 and torch.equal(static.valid, grow.cache.valid)
     assert torch.equal(static.next_pos, grow.cache.next_pos)
-    for i in range(cfg.num_hidden_layers):
-        assert torch.equal(static.keys[i][:, :, :12], grow.cache.keys[i])
-        assert torch.equal(static.values[i][:, :, :12], grow.cache.values[i])
-    assert static.nbytes == 2 * cfg.num_hidden_layers * 3 * cfg.num_key_value_heads * 18 * cfg.head_dim * 4 + 3 * 18
+    views = [(static.keys, grow.cache.keys), (static.values, grow.cache.values)]
+    if caption_kv == "expert":
+        views += [(static.image_keys, grow.cache.image_keys), (static.image_values, grow.cache.image_values)]
+    for fixed_view, grow_view in views:
+        for i in range(cfg.num_hidden_layers):
+            assert torch.equal(fixed_view[i][:, :, :12], grow_view[i])
+    per_view = 2 * cfg.num_hidden_layers * 3 * cfg.num_key_value_heads * 18 * cfg.head_dim * 4
+    assert static.nbytes == per_view * (2 if caption_kv == "expert" else 1) + 3 * 18
     with pytest.raises(MarsRefError, match="holds 18 positions; 19 needed"):
         m(ids[:, :7], cache=static)
 
@@ -265,6 +278,34 @@ def test_static_cache_scratch_reruns_a_suffix_on_one_prefix():
                 assert static.length == 12
             assert static.length == 5
             torch.testing.assert_close(part, full, atol=1e-5, rtol=0)
+
+
+def test_caption_kv_expert_equals_the_paper_model_at_the_paper_init():
+    torch.manual_seed(0)
+    paper = MarsModel(MarsConfig.from_preset("tiny")).eval()
+    ours = MarsModel(MarsConfig.from_preset("tiny", caption_kv="expert")).eval()
+    ours.load_state_dict(paper.state_dict())
+    ids = mixed_ids(paper.config)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, paper(ids).logits, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("caption_kv", ["text", "expert"])
+def test_caption_kv_decides_which_projections_image_queries_read(caption_kv):
+    """One layer: perturbing the text V projection moves image positions only if image queries read the caption
+    through it (the paper); text-only positions never see the expert."""
+    m = tiny(caption_kv=caption_kv, num_hidden_layers=1)
+    ids = mixed_ids(m.config)  # 5 text, <boi> at 5, image 6..11, <eoi> 12, text 13..15
+    with torch.no_grad():
+        base = m(ids).logits
+        m.layers[0].attn_text.v_proj.weight.add_(0.3 * torch.randn_like(m.layers[0].attn_text.v_proj.weight))
+        text_moved = m(ids).logits
+        m.layers[0].attn_vision.k_proj.weight.add_(0.3 * torch.randn_like(m.layers[0].attn_vision.k_proj.weight))
+        both_moved = m(ids).logits
+    image_moved = (text_moved[:, 5:13] - base[:, 5:13]).abs().amax(-1) > 1e-4  # (B, 8)
+    assert bool(image_moved.all()) == (caption_kv == "text") and bool(image_moved.any()) == (caption_kv == "text")
+    assert ((text_moved[:, :5] - base[:, :5]).abs().amax(-1) > 1e-4).all()
+    assert torch.equal(both_moved[:, :5], text_moved[:, :5])  # text queries never read the expert's projections
 
 
 def test_vocab_slice_gives_those_columns_of_the_joint_logits():

@@ -290,3 +290,16 @@ def test_launch_cli_errors(tmp_path, capsys):
     assert "package.module:function" in capsys.readouterr().err
     assert launch_main(["--job", "mars_eval.train.toy:missing", "--config", str(cfg), "--out", str(tmp_path)]) == 1
     assert "cannot import job" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, want", [({"avx2"}, "fp32"), ({"avx2", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16")])
+def test_dtype_auto_is_bf16_only_on_cpus_with_native_bf16(tmp_path, monkeypatch, flags, want):
+    """dtype "auto" runs bf16 autocast where the CPU has bf16 arithmetic and fp32 elsewhere, and records which."""
+    from mars_eval.train import engine
+
+    monkeypatch.setattr(engine, "cpu_flags", lambda: flags)
+    cpu = torch.device("cpu")
+    assert engine.resolve_dtype("auto", cpu) == want
+    assert engine.resolve_dtype("bf16", cpu) == "bf16" and engine.resolve_dtype("fp32", cpu) == "fp32"
+    res = run_training(small_cfg(dtype="auto"), *toy_job(freeze_text=False), tmp_path, progress=False)
+    assert res["dtype"] == want

@@ -29,6 +29,8 @@ PART_TABLES = {
 }
 PART_INPUTS = {"llm": ("tokenizer",), "judges": ("vq",)}  # parts trained on another part's output
 KIT_TABLES = ("world", "tokenizer", "vq", "model", "stage0", "clip", "judges")
+# [model] keys that shape the visual expert, not the pretrained LLM: one kit serves every value of them
+EXPERT_FIELDS = ("caption_kv",)
 
 
 def kit_tables(preset_tables: dict) -> dict[str, dict]:
@@ -40,6 +42,7 @@ def kit_tables(preset_tables: dict) -> dict[str, dict]:
 
     formats = {"world": WORLD_FORMAT, "clip": CLIP_FORMAT, "judges": JUDGES_FORMAT}
     out = {t: dict(preset_tables.get(t, {})) for t in KIT_TABLES}
+    out["model"] = {k: v for k, v in out["model"].items() if k not in EXPERT_FIELDS}
     for t, fmt in formats.items():
         out[t]["format"] = fmt
     return json.loads(json.dumps(out))  # plain JSON values, as they come back from manifest.json

@@ -6,12 +6,14 @@
   parser and compare with the scene's ground truth: exact match of the whole parse, and per-object match;
 - prompt use: how much the prompt helps the model predict the image (teacher-forced image NLL with the true
   caption vs another scene's caption): a model whose samples ignore the prompt shows it here first, and in
-  nats, without a judge in between.
+  nats, without a judge in between;
+- word use: the same for one word (a colour, shape, texture or kind swapped): which words the model reads.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -79,13 +81,55 @@ def translation_teacher_forced(model, tokenizer, pairs_file: Path, limit: int = 
     return {"translation_token_accuracy": hits / total, "translation_nll": nll / total, "n": len(pairs)}
 
 
-def _fresh_renders(vq, n: int, rng: np.random.Generator, px: int = 32,
-                   style: WorldStyle = DEFAULT_STYLE) -> tuple[list, torch.Tensor]:
-    """n new world scenes (drawn in `style`) spread over the categories, and the VQ codes (n, h*w) of their px x px
+def _fresh_renders(vq, n: int, rng: np.random.Generator, px: int = 32, style: WorldStyle = DEFAULT_STYLE,
+                   categories: tuple[str, ...] = CATEGORIES) -> tuple[list, torch.Tensor]:
+    """n new world scenes (drawn in `style`) spread over `categories`, and the VQ codes (n, h*w) of their px x px
     renders."""
-    scenes = [sample_scene(CATEGORIES[i % len(CATEGORIES)], rng, style=style) for i in range(n)]
+    scenes = [sample_scene(categories[i % len(categories)], rng, style=style) for i in range(n)]
     x = torch.from_numpy(np.stack([np.asarray(render(s, px, px)) for s in scenes])).permute(0, 3, 1, 2)  # uint8
     return scenes, vq.encode(to_model_range(x)).flatten(1)
+
+
+def _image_nll(model, codes: torch.Tensor, captions: list[list[int]], batch: int) -> torch.Tensor:
+    """Teacher-forced NLL (n, h*w + 1) of each image's tokens and <eoi> given its caption token ids."""
+    from mars_eval.recipe.sequences import pad_right, t2i
+    from mars_ref.losses import ntp_targets
+
+    cfg, rows = model.config, []
+    for i in range(0, len(captions), batch):
+        ids, target = pad_right([t2i(cfg, c, k.tolist()) for c, k in zip(captions[i:i + batch], codes[i:i + batch],
+                                                                         strict=True)], cfg.pad_id)
+        tgt, mask = ntp_targets(ids, cfg.pad_id, target)  # (B, T)
+        logits = model(ids).logits.float()  # (B, T, V)
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none")
+        ce = ce.view_as(tgt).double()
+        rows += [ce[j][mask[j]] for j in range(len(ids))]  # the image tokens and <eoi>, in order
+    return torch.stack(rows)
+
+
+# the scenes each word's probe draws: every group of a scene of that category states the word
+WORD_SCENES = {"color": "color", "shape": "shape", "texture": "texture", "kind": "color"}
+
+
+@torch.inference_mode()
+def word_use(model, vq, tokenizer, word: str, n: int = 96, seed: int = 12345, batch: int = 32, lang: str = "en",
+             px: int = 32, style: WorldStyle = DEFAULT_STYLE) -> dict:
+    """How much the model reads one kind of word: NLL of n fresh renders under their caption with one `word`
+    (colour, shape, texture or kind) of one group changed, minus under their own caption, in nats per image.
+
+    prompt_gain swaps the whole caption, so a model that reads kinds and ignores colours scores well on it; this
+    probe isolates a word, on scenes in which every group states it. ~0 = the word is not read."""
+    from mars_ref.world.sampling import swap_word
+
+    if word not in WORD_SCENES:
+        raise ValueError(f"word must be one of {', '.join(WORD_SCENES)}, got {word!r}")
+    rng = np.random.default_rng(seed)
+    scenes, codes = _fresh_renders(vq, n, rng, px, style, categories=(WORD_SCENES[word],))
+    swapped = [replace(s, groups=swap_word(s.groups, int(rng.integers(len(s.groups))), word, rng)) for s in scenes]
+    ids = [[tokenizer(caption(s, lang), add_special_tokens=False)["input_ids"] for s in x] for x in (scenes, swapped)]
+    gain = (_image_nll(model, codes, ids[1], batch) - _image_nll(model, codes, ids[0], batch)).sum(1)  # (n,)
+    return {"word": word, "gain": float(gain.mean()), "gain_se": float(gain.std() / n**0.5) if n > 1 else 0.0,
+            "gain_per_image": [float(g) for g in gain], "n": n, "lang": lang}
 
 
 @torch.inference_mode()
@@ -99,10 +143,7 @@ def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int
     prompt under the model). Objects, colours and relations of a world scene carry tens of nats (19 kinds, 10
     colours ...); a model that draws backgrounds and blobs regardless of the prompt scores about 0."""
     from mars_eval.recipe.data import object_tokens
-    from mars_eval.recipe.sequences import pad_right, t2i
-    from mars_ref.losses import ntp_targets
 
-    cfg = model.config
     rng = np.random.default_rng(seed)
     scenes, codes = _fresh_renders(vq, n, rng, px, style)
     side = int(round(codes.shape[1] ** 0.5))
@@ -110,18 +151,8 @@ def prompt_use(model, vq, tokenizer, n: int = 140, seed: int = 12345, batch: int
     own = [tokenizer(caption(s, lang), add_special_tokens=False)["input_ids"] for s in scenes]
     shift = int(rng.integers(1, n)) if n > 1 else 0
     other = own[shift:] + own[:shift]  # every image gets another scene's caption
-    per_token = {}  # name -> (n, h*w + 1) NLL of each image token and <eoi>
-    for name, caps in (("own", own), ("other", other), ("empty", [[]] * n)):
-        rows = []
-        for i in range(0, n, batch):
-            ids, target = pad_right([t2i(cfg, c, k.tolist()) for c, k in zip(caps[i:i + batch], codes[i:i + batch],
-                                                                             strict=True)], cfg.pad_id)
-            tgt, mask = ntp_targets(ids, cfg.pad_id, target)  # (B, T)
-            logits = model(ids).logits.float()  # (B, T, V)
-            ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none")
-            ce = ce.view_as(tgt).double()
-            rows += [ce[j][mask[j]] for j in range(len(ids))]  # the image tokens and <eoi>, in order
-        per_token[name] = torch.stack(rows)
+    per_token = {name: _image_nll(model, codes, caps, batch)  # name -> (n, h*w + 1)
+                 for name, caps in (("own", own), ("other", other), ("empty", [[]] * n))}
     per_image = {k: v.sum(1) for k, v in per_token.items()}
     tokens = codes.shape[1] + 1  # image tokens + <eoi> per image
     gain = per_image["other"] - per_image["own"]  # (n,)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from mars_eval.errors import MarsEvalError
 from mars_eval.io import atomic_write_json
+from mars_eval.kit.manifest import EXPERT_FIELDS
 from mars_eval.results import config_hash
 from mars_eval.train.config import TrainConfig
 
@@ -326,8 +327,11 @@ class Artifacts:
         if stage == "0" and seed == 0 and (kit := self._kit_part("llm")) is not None:  # the kit's LLM: seed 0
             return kit
         how = ("engine", "device", "ckpt_every", "log_every", "keep_last_ckpts")  # how it runs, not what it computes
+        model = self.preset.tables["model"]
+        if stage == "0":  # the LLM does not depend on the expert's fields
+            model = {k: v for k, v in model.items() if k not in EXPERT_FIELDS}
         key = {"stage": stage, "train": {k: v for k, v in cfg.to_dict().items() if k not in how},
-               "model": self.preset.tables["model"], "init": self._ident(init), "expert": visual_expert,
+               "model": model, "init": self._ident(init), "expert": visual_expert,
                "world": str(self.world()), "tok": self._ident(self.tokenizer_dir()),
                "vq": self._ident(self.vq_dir()) if stage != "0" else None}
         data = StageIData.from_table(self.preset.tables.get("data"))

@@ -121,13 +121,16 @@ class FromQwen2:
     llm_dir: str
     codebook_size: int
     visual_expert: bool
+    caption_kv: str = "text"  # MarsConfig.caption_kv
 
     def __call__(self) -> nn.Module:
-        return MarsModel.from_qwen2(self.llm_dir, self.codebook_size, visual_expert=self.visual_expert)
+        return MarsModel.from_qwen2(self.llm_dir, self.codebook_size, visual_expert=self.visual_expert,
+                                    caption_kv=self.caption_kv)
 
     def model_config(self) -> MarsConfig:
         """The built model's config, without building it."""
-        return MarsConfig.from_hf_qwen2(self.llm_dir, self.codebook_size, self.visual_expert)
+        return MarsConfig.from_hf_qwen2(self.llm_dir, self.codebook_size, self.visual_expert,
+                                        caption_kv=self.caption_kv)
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,7 @@ def stage_job(stage: str, world: Path, model_cfg: MarsConfig, tokenizer, tokeniz
     if init_dir is None:
         raise MarsEvalError(f"stage {stage} needs the previous stage's model (--init)")
     if stage == "I":
-        build = FromQwen2(str(init_dir), model_cfg.codebook_size, visual_expert)
+        build = FromQwen2(str(init_dir), model_cfg.codebook_size, visual_expert, model_cfg.caption_kv)
     else:
         build = FromMars(str(init_dir), STAGE3_POSITIONS if stage == "III" else None)
     cfg = build.model_config()

@@ -13,7 +13,7 @@ from pathlib import Path
 from mars_eval.errors import MarsEvalError
 
 ENGINES = ("single", "deepspeed")
-DTYPES = ("bf16", "fp32")
+DTYPES = ("bf16", "fp32", "auto")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -36,7 +36,8 @@ class TrainConfig:
     warmup_ratio: float = 0.01  # warm-up steps = ceil(warmup_ratio * steps), as transformers' Trainer counts them
     schedule: str = "cosine"
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    dtype: str = "bf16"  # "bf16": autocast (single) or DeepSpeed bf16 with fp32 master weights; "fp32": exact
+    dtype: str = "bf16"  # "bf16": autocast (single) or DeepSpeed bf16 with fp32 master weights; "fp32": exact;
+    # "auto": bf16 where the device computes it natively, else fp32 (engine.resolve_dtype)
     seed: int = 0
     ckpt_every: int = 0  # 0: only the final checkpoint
     log_every: int = 1

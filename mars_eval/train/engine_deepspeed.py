@@ -32,19 +32,19 @@ from mars_eval.errors import MarsEvalError
 from mars_eval.train.checkpoint import CheckpointWriter, read_json, read_tree
 from mars_eval.train.config import TrainConfig
 from mars_eval.train.distributed import DistInfo
-from mars_eval.train.engine import GroupFn, param_digest
+from mars_eval.train.engine import GroupFn, param_digest, resolve_dtype
 from mars_eval.train.optim import build_optimizer, build_scheduler
 
 _SAVED_KEYS = ("optimizer_state_dict", "fp32_flat_groups", "partition_count", "overflow", "dynamic_loss_scale")
 
 
-def ds_config(cfg: TrainConfig, world: int) -> dict:
+def ds_config(cfg: TrainConfig, world: int, device: torch.device) -> dict:
     return {
         "train_batch_size": cfg.global_batch,
         "train_micro_batch_size_per_gpu": cfg.micro_batch,
         "gradient_accumulation_steps": cfg.grad_accum(world),
         "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": cfg.dtype == "bf16"},
+        "bf16": {"enabled": resolve_dtype(cfg.dtype, device) == "bf16"},
         "gradient_clipping": cfg.grad_clip,
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
@@ -58,7 +58,7 @@ class DeepSpeedEngine:
         optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(optimizer, cfg)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                                 config=ds_config(cfg, info.world))
+                                                                 config=ds_config(cfg, info.world, info.device))
         self.module = self.engine  # the loss function calls the engine (attribute access falls through to the model)
         self.client_optimizer = optimizer
         self.trainable = [(n, p) for n, p in self.engine.module.named_parameters() if p.requires_grad]

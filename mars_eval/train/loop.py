@@ -20,7 +20,7 @@ from mars_eval.train.config import TrainConfig
 from mars_eval.train.contract import Job
 from mars_eval.train.diagnostics import StepLog, StepMetrics, grad_norm_fields, read_rows
 from mars_eval.train.distributed import DistInfo, all_reduce, barrier, setup, teardown
-from mars_eval.train.engine import make_engine
+from mars_eval.train.engine import make_engine, resolve_dtype
 from mars_eval.train.sampler import rank_slice, step_batch
 
 LOG_NAME = "train_log.jsonl"
@@ -195,7 +195,7 @@ def _train(cfg, job: Job, out_dir: Path, ckpt_root: Path, info: DistInfo, resume
         last_row = logged[-1] if logged else None
     results = {
         "config_hash": cfg.hash(), "git_commit": git_commit(), "seed": cfg.seed, "engine": cfg.engine,
-        "world": info.world, "dtype": cfg.dtype, "steps": cfg.steps, "resumed_from": start if meta else None,
+        "world": info.world, "dtype": resolve_dtype(cfg.dtype, info.device), "steps": cfg.steps, "resumed_from": start if meta else None,
         "final_loss": last_row["loss"] if last_row else None,
         "final": {k: v for k, v in (last_row or {}).items() if k not in ("step",)},
         "tokens_per_s": tokens_seen / wall if wall > 0 else None, "wall_s": wall,

@@ -156,12 +156,17 @@ def one_word_counterfactual(groups: tuple[Group, ...], rng: np.random.Generator)
     original in that one word, which the image contradicts."""
     stated = [(gi, a) for gi, g in enumerate(groups) for a in SWAPPABLE if getattr(g, a) is not None]
     if stated:
-        gi, attr = stated[int(rng.integers(len(stated)))]
-        options = [v for v in SWAPPABLE[attr] if v != getattr(groups[gi], attr)]
-        new = replace(groups[gi], **{attr: _pick(rng, options)})
+        return swap_word(groups, *stated[int(rng.integers(len(stated)))], rng)
+    return swap_word(groups, int(rng.integers(len(groups))), "kind", rng)
+
+
+def swap_word(groups: tuple[Group, ...], gi: int, attr: str, rng: np.random.Generator) -> tuple[Group, ...]:
+    """The groups with group gi's `attr` (a SWAPPABLE attribute, or "kind") set to another value: for a kind, one
+    the caption does not name (and that can take the group's shape, if it has one)."""
+    g = groups[gi]
+    if attr == "kind":
+        named = {x.kind for x in groups}
+        options = [k for k in L.KINDS if k not in named and (g.shape is None or k in L.SHAPEABLE)]
     else:
-        gi = int(rng.integers(len(groups)))
-        named = {g.kind for g in groups}
-        kinds = [k for k in L.KINDS if k not in named and (groups[gi].shape is None or k in L.SHAPEABLE)]
-        new = replace(groups[gi], kind=_pick(rng, kinds))
-    return groups[:gi] + (new,) + groups[gi + 1:]
+        options = [v for v in SWAPPABLE[attr] if v != getattr(g, attr)]
+    return groups[:gi] + (replace(g, **{attr: _pick(rng, options)}),) + groups[gi + 1:]
