@@ -7,7 +7,17 @@ import pytest
 from mars_eval.errors import MarsEvalError
 from mars_eval.io import read_jsonl
 from mars_eval.recipe.pipeline import Preset
-from mars_eval.suites.ablate import NO_VE, TABLE1, TABLE3, TABLE_LANG, VE, Ablation, Model, budget
+from mars_eval.suites.ablate import (
+    NO_VE,
+    TABLE1,
+    TABLE3,
+    TABLE_LANG,
+    TABLE_PROMPT_USE,
+    VE,
+    Ablation,
+    Model,
+    budget,
+)
 
 
 def test_budget_overrides_and_validation():
@@ -60,6 +70,9 @@ def test_ablate_ci_preset_end_to_end_and_resume(tmp_path):
     assert by[(f"{VE} (Stage I)", "translation_nll")] == pytest.approx([llm, llm], rel=1e-5)
     # the no-expert ablation trains the shared weights on image tasks: its text predictions moved
     assert all(abs(v - llm) > 1e-3 for v in by[(f"{NO_VE} (Stage I)", "translation_nll")])
+    use = {(r["label"], r["metric"]) for r in rows if r.get("table") == TABLE_PROMPT_USE}
+    for label in (f"{VE} (Stage I)", f"{NO_VE} (Stage I)"):  # prompt use, and which words: colours, kinds
+        assert {(label, m) for m in ("prompt_gain", "color_word_gain", "kind_word_gain")} <= use
     seeds = {r["seed"] for r in rows if r.get("table") == TABLE3}
     assert seeds == {0, 1}
     assert (out / "report" / "report.md").is_file() and (out / "report" / "report.html").is_file()

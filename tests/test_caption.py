@@ -50,6 +50,11 @@ def test_cli_runs_a_bundle(ckpt, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 7 and len(res["examples"]) == 5 and len(res["checkpoint"]) == 16
     assert 0 <= res["caption_exact"] <= res["caption_parsed"] <= 1  # a random model rarely parses, never beyond
+    from mars_eval.bundle import Bundle
+
+    b = Bundle.load(ckpt)
+    want = evaluate.word_use(b.model, b.vq, b.tokenizer, "color", n=7, seed=12345 + 2)["gain"]
+    assert res["color_word_gain"] == pytest.approx(want, abs=1e-9) and "kind_word_gain" in res
 
 
 def test_cli_bad_checkpoint_is_one_line(tmp_path, capsys):

@@ -173,6 +173,22 @@ def test_a_kit_built_from_other_tables_is_a_one_line_error(tmp_path, capsys):
     assert e.value.code == 1 and "[vq] steps" in one_line_error(capsys)
 
 
+def test_a_kit_serves_every_value_of_the_experts_own_model_fields(tmp_path):
+    """[model] caption_kv shapes the visual expert, not the LLM: the same kit (and Stage 0) serve both values."""
+    kit = fake_kit(tmp_path / "kit")
+    text = CI_TOML.replace("[model]\n", '[model]\ncaption_kv = "expert"\n', 1)
+    assert 'caption_kv = "expert"' in text
+    arts = Artifacts(kit_preset(tmp_path / "p.toml", kit, text), tmp_path / "cache")
+    assert arts.stage("0", None) == kit / "llm"  # the kit check passed
+    paper = Artifacts(kit_preset(tmp_path / "q.toml", kit), tmp_path / "cache")
+    for a in (arts, paper):
+        a.world = lambda: tmp_path / "world"  # keys name the world folder; nothing is built
+    key = {a.preset.tables["model"].get("caption_kv", "text"): (a.stage_key("0", None, True, 1), a.stage_key("I", kit / "llm", True, 0))
+           for a in (arts, paper)}
+    assert key["expert"][0] == key["text"][0]  # Stage 0 (seed 1, no kit LLM): one LLM for both
+    assert key["expert"][1] != key["text"][1]  # Stage I: two models
+
+
 def test_a_kit_of_another_world_format_is_refused(tmp_path):
     tables = Preset.load("ci").tables
     kit = fake_kit(tmp_path / "kit", tables)

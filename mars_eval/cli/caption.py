@@ -1,5 +1,6 @@
 """`mars-eval caption --ckpt CKPT`: the model's image -> text direction, scored against the world's ground truth,
-and how much its text -> image direction uses the prompt (teacher-forced, on the same kind of fresh renders)."""
+and how much its text -> image direction uses the prompt and its colour and kind words (teacher-forced, on the
+same kind of fresh renders)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ def caption_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Greedy-caption fresh 32 px world renders; exact = objects and relations parse back to the scene's truth.
-    Also prompt_gain: nats per image the prompt saves in predicting the image tokens (own vs another caption)."""
+    Also prompt_gain: nats per image the prompt saves in predicting the image tokens (own vs another caption), and
+    color_word_gain / kind_word_gain: the same for one colour or kind word of the caption swapped."""
     from mars_eval.bundle import Bundle
-    from mars_eval.recipe.evaluate import captioning_accuracy, prompt_use
+    from mars_eval.recipe.evaluate import captioning_accuracy, prompt_use, word_use
     from mars_eval.suites.common import check_world
     from mars_ref.world import DEFAULT_STYLE, world_style
 
@@ -32,8 +34,10 @@ def caption_command(
     bundle = Bundle.load(ckpt)
     res = captioning_accuracy(bundle.model, bundle.vq, bundle.tokenizer, n=n, seed=seed, style=style)
     use = prompt_use(bundle.model, bundle.vq, bundle.tokenizer, n=n, seed=seed + 1, style=style)
+    words = {f"{w}_word_gain": word_use(bundle.model, bundle.vq, bundle.tokenizer, w, n=n, seed=seed + 2,
+                                        style=style)["gain"] for w in ("color", "kind")}
     examples = res.pop("examples")
-    res = {"checkpoint": bundle.digest, **res, **{k: v for k, v in use.items() if k != "n"}}
+    res = {"checkpoint": bundle.digest, **res, **{k: v for k, v in use.items() if k != "n"}, **words}
     if not as_json:
         for ex in examples:
             typer.echo(f"truth: {ex['truth_en']!r}  model: {ex['model']!r}", err=True)

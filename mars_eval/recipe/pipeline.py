@@ -326,22 +326,8 @@ class Artifacts:
         cfg = self.preset.train_config(table, seed=seed, **self.overrides)
         if stage == "0" and seed == 0 and (kit := self._kit_part("llm")) is not None:  # the kit's LLM: seed 0
             return kit
-        how = ("engine", "device", "ckpt_every", "log_every", "keep_last_ckpts")  # how it runs, not what it computes
-        model = self.preset.tables["model"]
-        if stage == "0":  # the LLM does not depend on the expert's fields
-            model = {k: v for k, v in model.items() if k not in EXPERT_FIELDS}
-        key = {"stage": stage, "train": {k: v for k, v in cfg.to_dict().items() if k not in how},
-               "model": model, "init": self._ident(init), "expert": visual_expert,
-               "world": str(self.world()), "tok": self._ident(self.tokenizer_dir()),
-               "vq": self._ident(self.vq_dir()) if stage != "0" else None}
         data = StageIData.from_table(self.preset.tables.get("data"))
-        if stage == "I" and "data" in self.preset.tables:  # presets without [data] keep their cache keys
-            key["data"] = dataclasses.asdict(data)
-        if stage == "III":
-            from mars_eval.recipe.stages import STAGE3_POSITIONS
-
-            key["stage3_positions"] = STAGE3_POSITIONS
-        d = self._dir(f"stage{stage}", key)
+        d = self._dir(f"stage{stage}", self.stage_key(stage, init, visual_expert, seed))
         if not self.done(d):
             t0 = time.perf_counter()
             resume = (d / "ckpt").is_dir() and any((d / "ckpt").iterdir())
@@ -353,6 +339,26 @@ class Artifacts:
             self._finish(d, {"stage": stage, "expert": visual_expert, "seed": seed, "results": results,
                              "seconds": _since(t0)})
         return d / "model"
+
+    def stage_key(self, stage: str, init: Path | None, visual_expert: bool, seed: int) -> dict:
+        """What a stage's cache folder is keyed by: everything that changes what it computes."""
+        from mars_eval.recipe.stages import STAGE3_POSITIONS, StageIData
+
+        table = {"0": "stage0", "I": "stageI", "II": "stageII", "III": "stageIII"}[stage]
+        cfg = self.preset.train_config(table, seed=seed, **self.overrides)
+        how = ("engine", "device", "ckpt_every", "log_every", "keep_last_ckpts")  # how it runs, not what it computes
+        model = self.preset.tables["model"]
+        if stage == "0":  # the LLM does not depend on the expert's fields
+            model = {k: v for k, v in model.items() if k not in EXPERT_FIELDS}
+        key = {"stage": stage, "train": {k: v for k, v in cfg.to_dict().items() if k not in how},
+               "model": model, "init": self._ident(init), "expert": visual_expert,
+               "world": str(self.world()), "tok": self._ident(self.tokenizer_dir()),
+               "vq": self._ident(self.vq_dir()) if stage != "0" else None}
+        if stage == "I" and "data" in self.preset.tables:  # presets without [data] keep their cache keys
+            key["data"] = dataclasses.asdict(StageIData.from_table(self.preset.tables["data"]))
+        if stage == "III":
+            key["stage3_positions"] = STAGE3_POSITIONS
+        return key
 
     def through(self, last: str, visual_expert: bool = True, seed: int = 0) -> dict[str, Path]:
         """Train Stage 0 and every stage up to `last`; returns each stage's model directory."""

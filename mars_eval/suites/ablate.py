@@ -193,6 +193,7 @@ class Ablation:
             prompt_use,
             translation_accuracy,
             translation_teacher_forced,
+            word_use,
         )
 
         tok, pairs = self.arts.tokenizer(), self.arts.world() / "text" / "translation_val.jsonl"
@@ -226,6 +227,11 @@ class Ablation:
                          ("prompt_gain", "t2i_nll", "t2i_nll_other_caption", "t2i_nll_empty_caption")]
                 # each image its own cluster (keyed by seed too): the report's interval over fresh images
                 rows[-4]["per_prompt"] = {f"{seed}:{i}": g for i, g in enumerate(use["prompt_gain_per_image"])}
+            for word in ("color", "kind"):  # which words it reads: one word of the caption swapped
+                wu = word_use(model, self.arts.vq(), tok, word, n=self.b["captioning_images"], seed=3000 + seed,
+                              style=style)
+                rows.append({**row, "metric": f"{word}_word_gain", "value": wu["gain"],
+                             "per_prompt": {f"{seed}:{i}": g for i, g in enumerate(wu["gain_per_image"])}})
         return rows
 
     def nktp(self, m: Model) -> list[dict]:
