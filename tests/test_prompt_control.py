@@ -238,3 +238,13 @@ def test_ablate_relabels_control_rows_with_their_suffix(tmp_path):
     got = Ablation(None, tmp_path, {})._imported(ev, "English prompts", table="T")
     assert [r["label"] for r in got] == ["English prompts", "English prompts · shuffled-prompt control"]
     assert [r.get("control") for r in got] == [None, CONTROL] and {r["table"] for r in got} == {"T"}
+
+
+def test_a_control_row_never_carries_the_models_per_prompt_means():
+    from mars_eval.suites.control import control_row
+
+    model = {"table": "T", "label": "m", "metric": "x", "value": 0.9, "per_prompt": {"p": 0.9}}
+    assert "per_prompt" not in control_row(model, 0.1)
+    row = control_row(model, 0.1, {"p": 0.1})
+    assert row["per_prompt"] == {"p": 0.1} and row["value"] == 0.1 and row["control"] == CONTROL
+    assert row["label"] != "m" and model["per_prompt"] == {"p": 0.9}

@@ -302,6 +302,6 @@ def _rows(fid: dict, clip: dict | None, label: str, seed: int, scale: str, table
                      "protocol": f"{picked}{clip['definition']}; CLIP {clip['checkpoint_sha256'][:12]}",
                      "std": clip["clip_score_std"], "per_prompt": clip.get("clip_per_prompt")})
         if clip["clip_control"] is not None:
-            rows.append({**control_row(rows[-1], clip["clip_control"]), "std": clip["clip_control_std"],
-                         "per_prompt": clip.get("clip_control_per_prompt")})
+            rows.append({**control_row(rows[-1], clip["clip_control"], clip.get("clip_control_per_prompt")),
+                         "std": clip["clip_control_std"]})
     return rows

@@ -307,8 +307,7 @@ def run_compbench(ckpt: Path | None, out: Path, *, categories: Sequence[str] | N
                     "judges": suite.judge_id, "ckpt": ckpt_digest, "per_prompt": per_prompt_means(per_cat[c], scale=100)}
                    for c, s in scores.items()]
     ctrl = {c: sum(r["score"] for r in rows) / len(rows) for c, rows in ctrl_cat.items()}
-    result_rows += [{**control_row(r, 100 * ctrl[r["category"]]),
-                     "per_prompt": per_prompt_means(ctrl_cat[r["category"]], scale=100)}
+    result_rows += [control_row(r, 100 * ctrl[r["category"]], per_prompt_means(ctrl_cat[r["category"]], scale=100))
                     for r in result_rows if r["category"] in ctrl]
     result_rows += [{"kind": "samples", "label": f"{label}: {COLUMNS[c]}" + (" (ZH)" if lang == "zh" else ""),
                      "images_dir": relative_to(folders[c], out), "limit": GRID_LIMIT} for c in scores]

@@ -123,6 +123,11 @@ def relabel(row: dict, label: str) -> dict:
     return {**row, "label": control_label(label) if row.get("control") else label}
 
 
-def control_row(row: dict, value: float) -> dict:
-    """The control twin of a model's metric row: same table, metric and protocol, own label and value."""
-    return {**row, "label": control_label(row["label"]), "value": value, "control": CONTROL}
+def control_row(row: dict, value: float, per_prompt: dict | None = None) -> dict:
+    """The control twin of a model's metric row: same table, metric and protocol, own label, value and per-prompt
+    means (never the model's: the report's interval of a control is the control's own)."""
+    out = {k: v for k, v in row.items() if k != "per_prompt"}
+    out.update(label=control_label(row["label"]), value=value, control=CONTROL)
+    if per_prompt is not None:
+        out["per_prompt"] = per_prompt
+    return out

@@ -315,7 +315,7 @@ def _finish(out: Path, items: list[Item], results, ctrl, scorer: Scorer, *, labe
     metric_rows = [overall, *task_rows]
     ctrl_acc = ctrl_summary.accuracy() if ctrl_summary else {}
     out_rows = list(metric_rows)
-    out_rows += [{**control_row(r, ctrl_acc[r["task"]]), "per_prompt": per_prompt_means(ctrl_rows[r["task"]])}
+    out_rows += [control_row(r, ctrl_acc[r["task"]], per_prompt_means(ctrl_rows[r["task"]]))
                  for r in task_rows if r["task"] in ctrl_acc]
     if ctrl_summary is not None and not skipped:
         out_rows.append(control_row(overall, ctrl_summary.overall))
