@@ -27,7 +27,7 @@ from mars_ref.errors import MarsRefError
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<boi>", "<eoi>", "<boh>", "<res>", "<mask>", "<pad>")
 PRESETS_DIR = Path(__file__).parent / "presets"
-CAPTION_KV: tuple[str, ...] = ("text", "expert")
+CAPTION_KV: tuple[str, ...] = ("text", "expert", "stream")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,8 @@ class MarsConfig:
     stage3_positions: str = "sequential"
     # What image queries read of the caption (the visual expert only): "text" = the caption's keys/values from the
     # frozen text projections, as text queries do (the paper); "expert" = the expert's own K/V projections of the
-    # same frozen caption states. Text queries always read "text", so text-only outputs stay the LLM's exactly.
+    # same frozen caption states; "stream" = the K/V of a second, vision stream that runs the expert over the caption
+    # too (mars_ref/model.py). Text queries always read the text path, so text-only outputs stay the LLM's exactly.
     caption_kv: str = "text"
 
     def __post_init__(self):
@@ -94,8 +95,8 @@ class MarsConfig:
     # ---- derived sizes and token ids -------------------------------------------------------------------------
     @property
     def image_view(self) -> bool:
-        """Whether the caption has a second set of keys/values, read by image queries (caption_kv "expert")."""
-        return self.visual_expert and self.caption_kv == "expert"
+        """Whether the caption has a second set of keys/values, read by image queries (caption_kv not "text")."""
+        return self.visual_expert and self.caption_kv != "text"
 
     @property
     def head_dim(self) -> int:

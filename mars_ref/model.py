@@ -14,11 +14,14 @@ Decisions (see also mars_ref/config.py for the token-id layout):
 - Init (paper): visual embeddings = mean text embedding; experts = copies of the text weights; the vision head's
   rows = mean of the text head's rows, so image-token logits start uniform and at the scale of text logits.
 - Ablation visual_expert=False: no expert weights exist; every token uses the (now trainable) text weights.
-- caption_kv "expert" (our variant, off by default): image queries read the caption through the expert's own K/V
-  projections of the frozen caption states; text queries still read the text projections, so text-only outputs
-  are unchanged. The paper's design leaves the keys/values of every caption token frozen, and with the frozen
-  small world LLM image queries learn kinds from them but never colour words (reports/experiments). At the paper
-  init (expert = copy of the text weights) both views are equal. Caches then hold both views.
+- caption_kv (our variants; "text", the paper's, is the default). The paper leaves the keys/values of every
+  caption token frozen, and with the small frozen world LLM image queries learn kinds from them but not colour
+  words (reports/experiments). "expert": image queries read the caption through the expert's own K/V projections
+  of the frozen caption states. "stream": a second, vision stream runs the expert over every position, the caption
+  included (from the same embeddings), and image queries read its keys/values; the text stream (frozen weights)
+  reads image positions from it. Either way text queries read the text path, so text-only outputs are the LLM's
+  exactly, and at the paper init (expert = copy of the text weights) both equal the paper model. Caches then
+  hold two views: the text queries' and the image queries'.
 - Caches: KVCache is immutable and grows by concatenation (training-time helpers, reuse of one prefix);
   StaticKVCache is preallocated and written in place (decoding: a step copies only its own keys, and the attended
   keys are a view of the filled part, so attention sees exactly the keys a growing cache would hold).
@@ -253,10 +256,13 @@ class SemVIEBlock(nn.Module):
         self.mlp_vision = SwiGLU(cfg) if cfg.visual_expert else None
 
     def forward(self, x: Tensor, r: Routing, cos: Tensor, sin: Tensor, mask: Tensor,
-                past: Callable[..., tuple[Tensor, Tensor]] | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+                past: Callable[..., tuple[Tensor, Tensor]] | None, xv: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None, tuple[Tensor, ...]]:
         """past(k, v, image_view=False): the cache's keys/values to attend over, the new ones included (a cache's
-        `extend`). Returns the new x and the keys/values attended over: (k, v), plus the image queries' (k, v)
-        with caption_kv "expert"."""
+        `extend`). xv: caption_kv "stream"'s vision stream (B, T, D), else None. Returns the new x, the new xv and
+        the keys/values attended over: (k, v), plus the image queries' (k, v) with an image view."""
+        if self.cfg.caption_kv == "stream" and self.attn_vision is not None:
+            return self._forward_stream(x, xv, r, cos, sin, mask, past)
         B, T, _ = x.shape
         H, Hkv, hd = self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim
         av, mv = self.attn_vision, self.mlp_vision
@@ -284,7 +290,40 @@ class SemVIEBlock(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, H * hd)
         x = x + route(y, r, self.attn_text.o_proj, av.o_proj if av else None)
         x = x + route(self.post_attention_layernorm(x), r, self.mlp_text, mv)
-        return x, kv
+        return x, None, kv
+
+    def _qkv(self, proj: AttnProj, xn: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q (B, H, T, hd), k and v (B, Hkv, T, hd) of one expert's projections, RoPE applied."""
+        B, T, _ = xn.shape
+        H, Hkv, hd = self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim
+        q, k, v = proj.qkv(xn).split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
+        return (_rope(q.view(B, T, H, hd).transpose(1, 2), cos, sin),
+                _rope(k.view(B, T, Hkv, hd).transpose(1, 2), cos, sin), v.view(B, T, Hkv, hd).transpose(1, 2))
+
+    def _forward_stream(self, x: Tensor, xv: Tensor, r: Routing, cos: Tensor, sin: Tensor, mask: Tensor, past):
+        """caption_kv "stream": the vision stream xv runs the expert over every position (the caption too, from the
+        same embeddings), attending within itself; the text stream x runs the frozen text weights over the text
+        positions and reads image positions from the vision stream. Image positions of x are the vision stream."""
+        av, img = self.attn_vision, r.is_image[:, :, None]  # (B, T, 1)
+        B, T, _ = x.shape
+        xv = x if r.all_image else torch.where(img, x, xv)  # (B, T, D)
+        qv, kv_, vv = self._qkv(av, self.input_layernorm(xv), cos, sin)
+        kt, vt = kv_, vv
+        if not r.all_image:
+            qt, kt, vt = self._qkv(self.attn_text, self.input_layernorm(x), cos, sin)  # text rows are used
+            kt, vt = torch.where(img[:, None], kv_, kt), torch.where(img[:, None], vv, vt)
+        if past is not None:
+            kt, vt = past(kt, vt)
+            kv_, vv = past(kv_, vv, image_view=True)
+        yv = _attend(qv, kv_, vv, mask).transpose(1, 2).reshape(B, T, -1)
+        xv = xv + av.o_proj(yv)
+        xv = xv + self.mlp_vision(self.post_attention_layernorm(xv))
+        if r.all_image:
+            return xv, xv, (kt, vt, kv_, vv)
+        yt = _attend(qt, kt, vt, mask).transpose(1, 2).reshape(B, T, -1)
+        xt = x + route(yt, r, self.attn_text.o_proj, None)
+        xt = xt + route(self.post_attention_layernorm(xt), r, self.mlp_text, None)
+        return torch.where(img, xv, xt), xv, (kt, vt, kv_, vv)
 
     def _image_view(self, xn: Tensor, r: Routing, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor
                     ) -> tuple[Tensor, Tensor]:
@@ -416,9 +455,9 @@ class MarsModel(nn.Module):
         mask = attn_mask if attn_mask is not None else causal_mask(valid_k, T, suffix_start)
         cos, sin = self.rotary(positions)
         x = self.embed(ids)  # (B, T, D)
-        new_kv = []
+        new_kv, xv = [], x  # xv: the vision stream of caption_kv "stream" (unused otherwise)
         for i, block in enumerate(self.layers):
-            x, kv = block(x, r, cos, sin, mask, None if cache is None else partial(cache.extend, i))
+            x, xv, kv = block(x, r, cos, sin, mask, None if cache is None else partial(cache.extend, i), xv)
             new_kv.append(kv)
         h = self.norm(x if keep_last is None else x[:, T - keep_last:])  # (B, T or keep_last, D)
         new_cache = None

@@ -202,7 +202,7 @@ def test_suffix_attention_in_model():
     assert torch.equal(c[:, :11], d[:, :11])  # while causal attention does not
 
 
-@pytest.mark.parametrize("caption_kv", ["text", "expert"])
+@pytest.mark.parametrize("caption_kv", ["text", "expert", "stream"])
 def test_kv_cache_decode_equals_full_recomputation(caption_kv):
     m = tiny(caption_kv=caption_kv)
     cfg = m.config
@@ -234,7 +234,7 @@ def test_prefix_cache_plus_suffix_equals_full_suffix_forward():
     assert torch.equal(part, again)
 
 
-@pytest.mark.parametrize("caption_kv", ["text", "expert"])
+@pytest.mark.parametrize("caption_kv", ["text", "expert", "stream"])
 def test_static_cache_decode_equals_growing_cache_bit_for_bit(caption_kv):
     """Prefill, one-token steps and a 2-token chunk written in place give the growing cache's logits exactly."""
     m = tiny(caption_kv=caption_kv)
@@ -254,13 +254,13 @@ def test_static_cache_decode_equals_growing_cache_bit_for_bit(caption_kv):
     assert static.length == 12 and torch.equal(static.valid, grow.cache.valid)
     assert torch.equal(static.next_pos, grow.cache.next_pos)
     views = [(static.keys, grow.cache.keys), (static.values, grow.cache.values)]
-    if caption_kv == "expert":
+    if caption_kv != "text":
         views += [(static.image_keys, grow.cache.image_keys), (static.image_values, grow.cache.image_values)]
     for fixed_view, grow_view in views:
         for i in range(cfg.num_hidden_layers):
             assert torch.equal(fixed_view[i][:, :, :12], grow_view[i])
     per_view = 2 * cfg.num_hidden_layers * 3 * cfg.num_key_value_heads * 18 * cfg.head_dim * 4
-    assert static.nbytes == per_view * (2 if caption_kv == "expert" else 1) + 3 * 18
+    assert static.nbytes == per_view * (1 if caption_kv == "text" else 2) + 3 * 18
     with pytest.raises(MarsRefError, match="holds 18 positions; 19 needed"):
         m(ids[:, :7], cache=static)
 
@@ -280,17 +280,18 @@ def test_static_cache_scratch_reruns_a_suffix_on_one_prefix():
             torch.testing.assert_close(part, full, atol=1e-5, rtol=0)
 
 
-def test_caption_kv_expert_equals_the_paper_model_at_the_paper_init():
+@pytest.mark.parametrize("caption_kv", ["expert", "stream"])
+def test_caption_kv_variants_equal_the_paper_model_at_the_paper_init(caption_kv):
     torch.manual_seed(0)
     paper = MarsModel(MarsConfig.from_preset("tiny")).eval()
-    ours = MarsModel(MarsConfig.from_preset("tiny", caption_kv="expert")).eval()
+    ours = MarsModel(MarsConfig.from_preset("tiny", caption_kv=caption_kv)).eval()
     ours.load_state_dict(paper.state_dict())
     ids = mixed_ids(paper.config)
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, paper(ids).logits, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("caption_kv", ["text", "expert"])
+@pytest.mark.parametrize("caption_kv", ["text", "expert", "stream"])
 def test_caption_kv_decides_which_projections_image_queries_read(caption_kv):
     """One layer: perturbing the text V projection moves image positions only if image queries read the caption
     through it (the paper); text-only positions never see the expert."""
@@ -306,6 +307,21 @@ def test_caption_kv_decides_which_projections_image_queries_read(caption_kv):
     assert bool(image_moved.all()) == (caption_kv == "text") and bool(image_moved.any()) == (caption_kv == "text")
     assert ((text_moved[:, :5] - base[:, :5]).abs().amax(-1) > 1e-4).all()
     assert torch.equal(both_moved[:, :5], text_moved[:, :5])  # text queries never read the expert's projections
+
+
+def test_caption_kv_stream_images_never_depend_on_text_weights():
+    """In the vision stream the expert reads the caption with its own weights at every layer: perturbing every text
+    weight leaves the image positions bit-identical (and moves the text positions)."""
+    m = tiny(caption_kv="stream")
+    ids = mixed_ids(m.config)  # 5 text, <boi> at 5, image 6..11, <eoi> 12, text 13..15
+    with torch.no_grad():
+        base = m(ids).logits
+        for b in m.layers:
+            for w in (b.attn_text.q_proj.weight, b.attn_text.v_proj.weight, b.mlp_text.down_proj.weight):
+                w.add_(0.3 * torch.randn_like(w))
+        out = m(ids).logits
+    assert torch.equal(out[:, 5:13], base[:, 5:13])
+    assert ((out[:, :5] - base[:, :5]).abs().amax(-1) > 1e-4).all()
 
 
 def test_vocab_slice_gives_those_columns_of_the_joint_logits():
