@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from mars_ref.model import KVCache, MarsModel
+from mars_ref.kv_cache import KVCache
+from mars_ref.model import MarsModel
 from mars_ref.nktp import NktpResult, nktp_schedule, stage3_suffix
 from mars_ref.sampling import (
     cfg_combine,

@@ -31,7 +31,8 @@ from torch import Tensor
 
 from mars_ref.config import MarsConfig
 from mars_ref.errors import MarsRefError
-from mars_ref.model import MarsModel, MarsOutput, StaticKVCache
+from mars_ref.kv_cache import StaticKVCache
+from mars_ref.model import MarsModel, MarsOutput
 
 NEG_INF = float("-inf")
 

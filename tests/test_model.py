@@ -8,7 +8,8 @@ import torch
 
 from mars_ref.config import SPECIAL_TOKENS, MarsConfig
 from mars_ref.errors import MarsRefError
-from mars_ref.model import MarsModel, StaticKVCache, causal_mask
+from mars_ref.kv_cache import StaticKVCache
+from mars_ref.model import MarsModel, causal_mask
 
 torch.set_num_threads(1)
 
