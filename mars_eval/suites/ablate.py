@@ -335,5 +335,7 @@ def run_ablate(preset: str, out: Path, cache: Path, seeds: int | None = None, np
         atomic_write_json(spec_file, spec)
     arts = Artifacts(p, cache, progress=True, nproc=1, from_scratch=from_scratch)
     summary = Ablation(arts, out, b, nproc=nproc, say=say).run(list(range(b["seeds"])))
-    rep = build_report([out], out / "report", f"MARS ablations on the world (preset {p.name}, {b['seeds']} seeds)")
+    reads = p.tables["model"].get("caption_kv", "text")  # MarsConfig.caption_kv: how image queries read the caption
+    title = f"MARS ablations on the world (preset {p.name}, {b['seeds']} seeds; w Visual Expert: caption_kv {reads})"
+    rep = build_report([out], out / "report", title)
     return {**summary, **{f"report_{k}": v for k, v in rep.items()}, "seeds": b["seeds"], "preset": p.name}
