@@ -94,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         figures = measure(args.work or Path(tmp))
     figures["ci_benchmark_wall_s"] = time.perf_counter() - t0
     args.history.parent.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.machine()}-{os.cpu_count()}cpu"
     import torch
 
+    # the kernel family is part of the machine kind: AVX2 and AVX-512 runs of the same seeds differ past 2 %
+    machine = f"{platform.machine()}-{os.cpu_count()}cpu-{torch.backends.cpu.get_cpu_capability().lower()}"
     extra = {"machine": machine, "benchmark": "ci", "threads": torch.get_num_threads(), **tree_state()}
     append_rows(args.history, [stamp({"metric": k, "value": float(v), **extra}) for k, v in figures.items()])
     for k, v in figures.items():

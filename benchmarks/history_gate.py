@@ -9,8 +9,10 @@ makes it; the committed file itself is never modified by CI). The baseline, per 
   itself);
 - else the whole committed file (the newest commit that recorded figures, in the charts' order: commit time).
 
-Deterministic metrics (losses, PSNR, seeded FID / KID) fail the gate when they differ from the baseline by more
-than the relative tolerance (default 2 %: floats differ a little between machines of one kind). Timings
+Only rows of this run's machine kind are compared (`machine`: architecture, cores and torch's CPU kernel family,
+e.g. x86_64-2cpu-avx2: AVX2 and AVX-512 kernels round differently, and a seeded training run amplifies that past any
+useful tolerance). Deterministic metrics (losses, PSNR, seeded FID / KID) fail the gate when they differ from the
+baseline by more than the relative tolerance (default 2 %: floats differ a little between machines of one kind). Timings
 (`mars_eval.report.history.is_timing`) are printed and never fail. To accept a deliberate change, record it:
 `nox -s history -- --history reports/history.jsonl` and commit the file with the change.
 Exit code 0: pass; 1: a deterministic metric moved and the commit did not record its new value.
@@ -101,6 +103,8 @@ def compare(baseline: dict[str, float], current: dict[str, float], tol: float) -
 def gate(committed: list[dict], current: list[dict], head: str, parent: str, parent_rows: list[dict] | None,
          tol: float = DEFAULT_TOLERANCE) -> tuple[str, list[Check]]:
     """(where the baseline came from, one Check per metric). `current` is this commit's measured rows."""
+    machine = current[-1].get("machine") if current else None
+    committed = [r for r in committed if r.get("machine") == machine]  # figures compare within a machine kind
     mine = recorded_rows(committed, head, parent, parent_rows)
     base_rows, source = (mine, "recorded by this commit") if mine else (committed, "newest committed row")
     base = latest(base_rows)
@@ -108,7 +112,7 @@ def gate(committed: list[dict], current: list[dict], head: str, parent: str, par
         first = next(iter(base.values()))
         source += f" (commit {first.get('commit', '?')}, {first.get('machine', '?')}, {first.get('time', '?')})"
     else:
-        source = "none: the committed history has no ci rows"
+        source = f"none: the committed history has no ci rows from machine kind {machine} (record them)"
     now = {m: float(r["value"]) for m, r in latest(current).items()}
     return source, compare({m: float(r["value"]) for m, r in base.items()}, now, tol)
 

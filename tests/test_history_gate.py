@@ -18,8 +18,8 @@ FIGURES = {"stageI_final_loss_image": 4.0878, "stage0_final_loss": 4.1229, "vq_p
            "fid_stageI_vs_world_renders": 393.54, "generate_images_per_s": 28.78, "ci_benchmark_wall_s": 100.9}
 
 
-def rows(commit: str, time: str = "2026-12-01T00:00:00", **changes: float) -> list[dict]:
-    return [{"benchmark": "ci", "commit": commit, "machine": "x86_64-2cpu", "metric": m, "time": time,
+def rows(commit: str, time: str = "2026-12-01T00:00:00", machine: str = "x86_64-2cpu", **changes: float) -> list[dict]:
+    return [{"benchmark": "ci", "commit": commit, "machine": machine, "metric": m, "time": time,
              "value": changes.get(m, v)} for m, v in FIGURES.items()]
 
 
@@ -80,6 +80,16 @@ def test_rows_stamped_with_head_are_this_commits_record():
     committed = rows("aaa") + rows("bbb1234", "2026-12-02T00:00:00", stage0_final_loss=5.0)
     source, checks = gate(committed, rows("bbb1234", stage0_final_loss=5.0), "bbb1234ffff", "", None)
     assert failed(checks) == [] and source.startswith("recorded by this commit")
+
+
+def test_only_rows_of_the_same_machine_kind_are_a_baseline():
+    committed = rows("aaa") + rows("ccc", "2026-12-02T00:00:00", machine="x86_64-2cpu-avx512", stage0_final_loss=5.0)
+    source, checks = gate(committed, rows("bbb", machine="x86_64-2cpu-avx2"), "bbb", "ccc", committed)
+    assert failed(checks) == [] and source.startswith("none") and "x86_64-2cpu-avx2" in source
+    _, checks = gate(committed, rows("bbb", machine="x86_64-2cpu-avx512"), "bbb", "ccc", committed)
+    assert failed(checks) == ["stage0_final_loss"]  # against the avx512 row, not the newer-in-file other kind
+    source, checks = gate(committed, rows("bbb", stage0_final_loss=5.0), "bbb", "ccc", committed)
+    assert failed(checks) == ["stage0_final_loss"] and "commit aaa" in source
 
 
 def test_new_and_dropped_metrics_do_not_fail():
