@@ -184,14 +184,9 @@ class SemVIEBlock(nn.Module):
         if self.cfg.caption_kv == "stream" and self.attn_vision is not None:
             return self._forward_stream(x, xv, r, cos, sin, mask, past)
         B, T, _ = x.shape
-        H, Hkv, hd = self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim
         av, mv = self.attn_vision, self.mlp_vision
         xn = self.input_layernorm(x)
-        qkv = route(xn, r, self.attn_text.qkv, av.qkv if av else None)  # (B, T, (H+2Hkv)hd)
-        q, k, v = qkv.split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
-        q = _rope(q.view(B, T, H, hd).transpose(1, 2), cos, sin)  # (B, H, T, hd)
-        k = _rope(k.view(B, T, Hkv, hd).transpose(1, 2), cos, sin)  # (B, Hkv, T, hd)
-        v = v.view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        q, k, v = self._heads(route(xn, r, self.attn_text.qkv, av.qkv if av else None), cos, sin)
         if not self.cfg.image_view:
             if past is not None:
                 k, v = past(k, v)  # (B, Hkv, Tk, hd)
@@ -207,16 +202,16 @@ class SemVIEBlock(nn.Module):
                 yt = _attend(q, k, v, mask)
                 y = yt if y is None else torch.where(r.is_image[:, None, :, None], y, yt)
             kv = (k, v, ki, vi)
-        y = y.transpose(1, 2).reshape(B, T, H * hd)
+        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H*hd)
         x = x + route(y, r, self.attn_text.o_proj, av.o_proj if av else None)
         x = x + route(self.post_attention_layernorm(x), r, self.mlp_text, mv)
         return x, None, kv
 
-    def _qkv(self, proj: AttnProj, xn: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """q (B, H, T, hd), k and v (B, Hkv, T, hd) of one expert's projections, RoPE applied."""
-        B, T, _ = xn.shape
+    def _heads(self, qkv: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Projected (B, T, (H+2Hkv)hd) -> q (B, H, T, hd), k and v (B, Hkv, T, hd), RoPE applied to q and k."""
+        B, T, _ = qkv.shape
         H, Hkv, hd = self.cfg.num_attention_heads, self.cfg.num_key_value_heads, self.cfg.head_dim
-        q, k, v = proj.qkv(xn).split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
+        q, k, v = qkv.split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
         return (_rope(q.view(B, T, H, hd).transpose(1, 2), cos, sin),
                 _rope(k.view(B, T, Hkv, hd).transpose(1, 2), cos, sin), v.view(B, T, Hkv, hd).transpose(1, 2))
 
@@ -227,10 +222,10 @@ class SemVIEBlock(nn.Module):
         av, img = self.attn_vision, r.is_image[:, :, None]  # (B, T, 1)
         B, T, _ = x.shape
         xv = x if r.all_image else torch.where(img, x, xv)  # (B, T, D)
-        qv, kv_, vv = self._qkv(av, self.input_layernorm(xv), cos, sin)
+        qv, kv_, vv = self._heads(av.qkv(self.input_layernorm(xv)), cos, sin)
         kt, vt = kv_, vv
         if not r.all_image:
-            qt, kt, vt = self._qkv(self.attn_text, self.input_layernorm(x), cos, sin)  # text rows are used
+            qt, kt, vt = self._heads(self.attn_text.qkv(self.input_layernorm(x)), cos, sin)  # text rows are used
             kt, vt = torch.where(img[:, None], kv_, kt), torch.where(img[:, None], vv, vt)
         if past is not None:
             kt, vt = past(kt, vt)

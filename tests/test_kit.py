@@ -183,8 +183,9 @@ def test_a_kit_serves_every_value_of_the_experts_own_model_fields(tmp_path):
     paper = Artifacts(kit_preset(tmp_path / "q.toml", kit), tmp_path / "cache")
     for a in (arts, paper):
         a.world = lambda: tmp_path / "world"  # keys name the world folder; nothing is built
-    key = {a.preset.tables["model"].get("caption_kv", "text"): (a.stage_key("0", None, True, 1), a.stage_key("I", kit / "llm", True, 0))
-           for a in (arts, paper)}
+    key = {a.preset.tables["model"].get("caption_kv", "text"):
+           (a.stage_key("0", a.preset.train_config("stage0", seed=1), None, True),
+            a.stage_key("I", a.preset.train_config("stageI", seed=0), kit / "llm", True)) for a in (arts, paper)}
     assert key["expert"][0] == key["text"][0]  # Stage 0 (seed 1, no kit LLM): one LLM for both
     assert key["expert"][1] != key["text"][1]  # Stage I: two models
 

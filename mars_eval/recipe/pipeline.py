@@ -327,7 +327,7 @@ class Artifacts:
         if stage == "0" and seed == 0 and (kit := self._kit_part("llm")) is not None:  # the kit's LLM: seed 0
             return kit
         data = StageIData.from_table(self.preset.tables.get("data"))
-        d = self._dir(f"stage{stage}", self.stage_key(stage, init, visual_expert, seed))
+        d = self._dir(f"stage{stage}", self.stage_key(stage, cfg, init, visual_expert))
         if not self.done(d):
             t0 = time.perf_counter()
             resume = (d / "ckpt").is_dir() and any((d / "ckpt").iterdir())
@@ -340,12 +340,11 @@ class Artifacts:
                              "seconds": _since(t0)})
         return d / "model"
 
-    def stage_key(self, stage: str, init: Path | None, visual_expert: bool, seed: int) -> dict:
-        """What a stage's cache folder is keyed by: everything that changes what it computes."""
+    def stage_key(self, stage: str, cfg: TrainConfig, init: Path | None, visual_expert: bool) -> dict:
+        """What a stage's cache folder is keyed by: everything that changes what it computes (`cfg`: its
+        TrainConfig, seed included)."""
         from mars_eval.recipe.stages import STAGE3_POSITIONS, StageIData
 
-        table = {"0": "stage0", "I": "stageI", "II": "stageII", "III": "stageIII"}[stage]
-        cfg = self.preset.train_config(table, seed=seed, **self.overrides)
         how = ("engine", "device", "ckpt_every", "log_every", "keep_last_ckpts")  # how it runs, not what it computes
         model = self.preset.tables["model"]
         if stage == "0":  # the LLM does not depend on the expert's fields

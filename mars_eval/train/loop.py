@@ -195,7 +195,8 @@ def _train(cfg, job: Job, out_dir: Path, ckpt_root: Path, info: DistInfo, resume
         last_row = logged[-1] if logged else None
     results = {
         "config_hash": cfg.hash(), "git_commit": git_commit(), "seed": cfg.seed, "engine": cfg.engine,
-        "world": info.world, "dtype": resolve_dtype(cfg.dtype, info.device), "steps": cfg.steps, "resumed_from": start if meta else None,
+        "world": info.world, "dtype": resolve_dtype(cfg.dtype, info.device), "steps": cfg.steps,
+        "resumed_from": start if meta else None,
         "final_loss": last_row["loss"] if last_row else None,
         "final": {k: v for k, v in (last_row or {}).items() if k not in ("step",)},
         "tokens_per_s": tokens_seen / wall if wall > 0 else None, "wall_s": wall,
